@@ -78,9 +78,9 @@ class DocumentV1(_Event):
     entity_id: Identifier | None = Field(default=None, description="the company or account")
     title: str | None = Field(default=None, max_length=1024)
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]] = (
-        Field(default_factory=dict, max_length=32)
-    )
+    metadata: dict[
+        Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]
+    ] = Field(default_factory=dict, max_length=32)
 
 
 EVENT_MODELS: dict[tuple[str, int], type[_Event]] = {

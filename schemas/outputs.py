@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Timestamp
-from schemas.events import DocumentV1, TransactionV1
+from schemas.events import TransactionV1
 
 
 class _Record(BaseModel):
@@ -39,7 +39,9 @@ class Contribution(_Record):
 
 
 class AnomalyResult(_Record):
-    score: float = Field(ge=0, le=1, description="calibrated: share of training events scored lower")
+    score: float = Field(
+        ge=0, le=1, description="calibrated: share of training events scored lower"
+    )
     raw_score: float = Field(ge=0, description="reconstruction error")
     threshold: float = Field(ge=0, le=1)
     is_anomaly: bool

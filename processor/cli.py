@@ -1,0 +1,120 @@
+"""The command line: `processor <command>` (also `python -m processor`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+
+from processor import __version__
+from processor.logs import setup_logging
+
+log = logging.getLogger("processor.cli")
+
+COMMANDS = {
+    "demo": ("processor.demo", "the quick start: broker, train, replay real data, run, summary"),
+    "run": ("processor.serve", "the service: consume, validate, embed, score, produce, commit"),
+    "train": ("processor.train", "fit the anomaly model on history and write an artifact"),
+    "evaluate": ("processor.evaluate", "score a labelled file; ROC-AUC, AP, precision/recall"),
+    "replay": ("processor.replay", "produce a real data file to a topic, rate-limited"),
+    "broker": ("processor.cli", "start the embedded Kafka-compatible broker and the topics"),
+    "schemas": ("processor.cli", "write the JSON Schemas of every event and output"),
+}
+
+EPILOG = """\
+Settings of `run` come from PROCESSOR_* environment variables (see README.md, "Configuration").
+With no PROCESSOR_BOOTSTRAP_SERVERS, `run` and `demo` start an embedded broker.
+Run `processor <command> --help` for a command's options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="processor",
+        description="GPU stream processor for financial transaction and document events.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(module=module_name)
+        if module_name == "processor.cli":
+            _configure_local(name, command)
+        else:
+            importlib.import_module(module_name).configure_parser(command)
+    return parser
+
+
+def _configure_local(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "broker":
+        parser.add_argument("--port", type=int, default=9092, help="default: %(default)s")
+        parser.add_argument("--partitions", type=int, default=3, help="default: %(default)s")
+    elif name == "schemas":
+        parser.add_argument("--out", default=None, help="folder (default: schemas/json)")
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="exit 1 if the files on disk differ from the models",
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.module == "processor.cli":
+            return _broker(args) if args.command == "broker" else _schemas(args)
+        return importlib.import_module(args.module).main(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        known = type(exc).__name__ in {
+            "ConfigError",
+            "BrokerError",
+            "ArtifactError",
+            "TrainingError",
+            "ModelNotFoundError",
+            "FatalError",
+            "ReplayError",
+            "FileNotFoundError",
+        }
+        if not known:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from processor.broker import EmbeddedBroker, ensure_topics
+    from processor.config import Topics
+
+    with EmbeddedBroker(args.port) as broker:
+        ensure_topics(broker.bootstrap_servers, Topics().all(), args.partitions)
+        print(f"broker ready at {broker.bootstrap_servers} (in memory; Ctrl-C stops it)")
+        while True:
+            time.sleep(3600)
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from schemas.export import DEFAULT_DIR, export, render
+
+    folder = Path(args.out) if args.out else DEFAULT_DIR
+    if args.check:
+        stale = [
+            n
+            for n, t in render().items()
+            if not (folder / n).exists() or (folder / n).read_text() != t
+        ]
+        for name in stale:
+            print(f"stale: {folder / name} (run `processor schemas`)")
+        return 1 if stale else 0
+    for path in export(folder):
+        print(path)
+    return 0

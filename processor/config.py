@@ -1,0 +1,148 @@
+"""Settings: one frozen object read once at start from PROCESSOR_* variables and an optional file.
+
+librdkafka settings pass through by their own dotted names in ``PROCESSOR_KAFKA`` (a JSON
+object), e.g. ``PROCESSOR_KAFKA='{"security.protocol": "SASL_SSL"}'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the setting and the fix."""
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    transactions: str = "transactions.raw"
+    documents: str = "documents.raw"
+    transactions_enriched: str = "transactions.enriched"
+    documents_enriched: str = "documents.enriched"
+    alerts: str = "alerts"
+    dead_letters: str = "events.dlq"
+
+    def inputs(self) -> list[str]:
+        return [self.transactions, self.documents]
+
+    def all(self) -> list[str]:
+        return [
+            self.transactions,
+            self.documents,
+            self.transactions_enriched,
+            self.documents_enriched,
+            self.alerts,
+            self.dead_letters,
+        ]
+
+
+class Settings(BaseSettings):
+    """Every setting of ``processor run``; the environment variable is PROCESSOR_<NAME>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROCESSOR_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    bootstrap_servers: str = Field(
+        default="", description="Kafka bootstrap servers; empty starts the embedded broker"
+    )
+    group_id: str = "finstream-processor"
+    topics: Topics = Field(default_factory=Topics)
+    kafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka settings by their own names (JSON object)"
+    )
+    consumer_kafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka settings for the consumer only"
+    )
+    producer_kafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka settings for the producer only"
+    )
+    create_topics: bool = Field(
+        default=False, description="create missing topics at start (always on when embedded)"
+    )
+    model_dir: Path = Path("artifacts/model")
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    batch_size: int = Field(default=256, ge=1, le=65536)
+    batch_max_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    batch_max_tokens: int = Field(
+        default=8192, ge=256, description="token budget of one document batch"
+    )
+    max_in_flight: int = Field(default=4096, ge=1, description="events held before pausing")
+    max_document_chunks: int = Field(
+        default=64, ge=1, description="chunks embedded per document; more is marked truncated"
+    )
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    embedding_encoding: Literal["float_list", "base64_f32", "base64_f16", "none"] = "float_list"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    commit_interval_ms: int = Field(default=1000, ge=10)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    embedded_broker_port: int = Field(default=9092, ge=1, le=65535)
+    partitions: int = Field(default=3, ge=1, description="partitions of topics this creates")
+    stop_when_drained: bool = Field(
+        default=False, description="exit once every input partition is consumed and delivered"
+    )
+    idle_exit_s: float = Field(default=3.0, gt=0, description="drained-and-idle time before exit")
+    stats_file: Path | None = Field(default=None, description="write run counters here on exit")
+
+    @field_validator("kafka", "consumer_kafka", "producer_kafka", mode="before")
+    @classmethod
+    def _parse_kafka(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"PROCESSOR_KAFKA must be a JSON object: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        reserved = {"bootstrap.servers", "group.id", "enable.auto.commit"}
+        clash = reserved & (set(self.kafka) | set(self.consumer_kafka) | set(self.producer_kafka))
+        if clash:
+            raise ValueError(
+                f"PROCESSOR_KAFKA sets {sorted(clash)}: use PROCESSOR_BOOTSTRAP_SERVERS / "
+                "PROCESSOR_GROUP_ID instead; auto commit is always off"
+            )
+        fetch_max = int(self.kafka.get("fetch.max.bytes", 52_428_800))
+        if self.max_message_bytes > fetch_max:
+            raise ValueError(
+                f"PROCESSOR_MAX_MESSAGE_BYTES={self.max_message_bytes} exceeds the consumer's "
+                f"fetch.max.bytes={fetch_max}: lower it or raise fetch.max.bytes"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.bootstrap_servers
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment, a JSON file and explicit overrides, in rising order.
+
+    Raises ConfigError naming each wrong setting and its environment variable.
+    """
+    values: dict[str, object] = {}
+    path = config_file or (Path(p) if (p := os.environ.get("PROCESSOR_CONFIG_FILE")) else None)
+    if path is not None:
+        try:
+            values.update(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = "_".join(str(p) for p in err["loc"]).upper()
+            name = f"PROCESSOR_{loc}" if loc else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""The models: text embeddings, transaction features, the anomaly scorer, document novelty."""

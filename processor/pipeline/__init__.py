@@ -1,0 +1,1 @@
+"""The streaming pipeline: decode, track offsets, batch through the models, produce, commit."""

@@ -1,0 +1,107 @@
+"""The offset tracker: which input offsets may be committed.
+
+Every consumed record is tracked from the moment it is read. It becomes *done* when the worker
+has resolved it (decided how many outputs it has) and every one of those outputs has a
+successful delivery report. The committable offset of a partition is one past the highest
+offset below which every tracked record is done, so an offset is never committed before its
+outputs, and those of every lower offset, are acknowledged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+TopicPart = tuple[str, int]
+
+
+@dataclass
+class _Partition:
+    pending: dict[int, int] = field(default_factory=dict)
+    order: deque[int] = field(default_factory=deque)
+    next_commit: int | None = None
+    committed: int | None = None
+
+
+class OffsetTracker:
+    """Thread-safe: the consumer thread adds, the worker resolves, delivery reports ack."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[TopicPart, _Partition] = {}
+        self._in_flight = 0
+
+    def add(self, tp: TopicPart, offset: int) -> None:
+        """Track a consumed record; it is unresolved until ``resolve`` is called."""
+        with self._lock:
+            part = self._parts.setdefault(tp, _Partition())
+            if part.order and offset <= part.order[-1]:
+                raise ValueError(f"offset {offset} of {tp} is not above {part.order[-1]}")
+            part.pending[offset] = 1
+            part.order.append(offset)
+            self._in_flight += 1
+
+    def resolve(self, tp: TopicPart, offset: int, outputs: int) -> bool:
+        """Say how many outputs the record has (0 when skipped). False if no longer tracked."""
+        with self._lock:
+            part = self._parts.get(tp)
+            if part is None or offset not in part.pending:
+                return False
+            self._settle(part, offset, outputs - 1)
+            return True
+
+    def ack(self, tp: TopicPart, offset: int) -> None:
+        """One output of the record was delivered."""
+        with self._lock:
+            part = self._parts.get(tp)
+            if part is not None and offset in part.pending:
+                self._settle(part, offset, -1)
+
+    def _settle(self, part: _Partition, offset: int, delta: int) -> None:
+        part.pending[offset] += delta
+        if part.pending[offset] > 0:
+            return
+        while part.order and part.pending.get(part.order[0]) == 0:
+            done = part.order.popleft()
+            del part.pending[done]
+            part.next_commit = done + 1
+            self._in_flight -= 1
+
+    def is_tracked(self, tp: TopicPart, offset: int) -> bool:
+        with self._lock:
+            part = self._parts.get(tp)
+            return part is not None and offset in part.pending
+
+    def committable(self) -> dict[TopicPart, int]:
+        """Offsets to commit (next offset to read) that moved since the last ``mark_committed``."""
+        with self._lock:
+            return {
+                tp: p.next_commit
+                for tp, p in self._parts.items()
+                if p.next_commit is not None and p.next_commit != p.committed
+            }
+
+    def mark_committed(self, offsets: dict[TopicPart, int]) -> None:
+        with self._lock:
+            for tp, offset in offsets.items():
+                if tp in self._parts:
+                    self._parts[tp].committed = offset
+
+    def in_flight(self, tps: set[TopicPart] | None = None) -> int:
+        """Records read but not yet done, in all partitions or in ``tps``."""
+        with self._lock:
+            if tps is None:
+                return self._in_flight
+            return sum(len(self._parts[tp].order) for tp in tps if tp in self._parts)
+
+    def drop(self, tps: list[TopicPart]) -> int:
+        """Forget partitions (revoked or lost); returns how many unfinished records went."""
+        with self._lock:
+            dropped = 0
+            for tp in tps:
+                part = self._parts.pop(tp, None)
+                if part is not None:
+                    dropped += len(part.order)
+            self._in_flight -= dropped
+            return dropped

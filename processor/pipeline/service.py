@@ -1,0 +1,418 @@
+"""`processor run`: the consume -> validate -> infer -> produce -> commit loop.
+
+Threads: the main thread polls the consumer (it never blocks on the model, so the group keeps
+its heartbeat and ``max.poll.interval.ms`` is never exceeded), decodes and validates, serves
+delivery reports and commits. One inference worker owns the device. When too many records are
+in flight the consumer pauses its partitions and keeps polling; it resumes once half drained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from pydantic import BaseModel
+
+from processor.config import Settings
+from processor.metrics import Health, Metrics
+from processor.pipeline import records
+from processor.pipeline.decode import decode
+from processor.pipeline.offsets import OffsetTracker
+from processor.pipeline.records import Origin
+from processor.pipeline.worker import InferenceWorker, Models, Topics, WorkItem
+from schemas import DeadLetterReason
+
+log = logging.getLogger(__name__)
+
+LAG_CHECK_S = 5.0
+
+
+class FatalError(Exception):
+    """The processor cannot go on without losing data; it stops without committing further."""
+
+
+@dataclass
+class RunStats:
+    """Counts of one run; in = enriched + dead_lettered + skipped once drained."""
+
+    consumed: Counter = field(default_factory=Counter)
+    enriched: Counter = field(default_factory=Counter)
+    dead_lettered: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    alerts: int = 0
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            return {
+                "consumed": sum(self.consumed.values()),
+                "consumed_by_topic": dict(self.consumed),
+                "enriched": sum(self.enriched.values()),
+                "enriched_by_topic": dict(self.enriched),
+                "dead_lettered": sum(self.dead_lettered.values()),
+                "dead_lettered_by_reason": dict(self.dead_lettered),
+                "skipped": sum(self.skipped.values()),
+                "alerts": self.alerts,
+                "seconds": (self.ended or time.time()) - self.started,
+            }
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        models: Models,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.metrics = metrics
+        self.health = health
+        self.stats = RunStats()
+        self.tracker = OffsetTracker()
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+        self._paused = False
+        self._last_message = time.monotonic()
+        self._expected = {
+            self.topics.transactions: "transaction",
+            self.topics.documents: "document",
+        }
+        common = {
+            "bootstrap.servers": bootstrap,
+            "error_cb": self._on_kafka_error,
+            "logger": logging.getLogger("processor.kafka"),
+        }
+        self.consumer = Consumer(
+            {
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "max.poll.interval.ms": 300_000,
+                **common,
+                **settings.kafka,
+                **settings.consumer_kafka,
+            }
+        )
+        self.producer = Producer(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                **common,
+                **settings.kafka,
+                **settings.producer_kafka,
+            }
+        )
+        self.worker = InferenceWorker(
+            models,
+            self,
+            metrics,
+            Topics(
+                self.topics.transactions_enriched,
+                self.topics.documents_enriched,
+                self.topics.alerts,
+            ),
+            batch_size=settings.batch_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            max_tokens=settings.batch_max_tokens,
+            max_chunks=settings.max_document_chunks,
+            encoding=settings.embedding_encoding,
+            is_live=lambda o: self.tracker.is_tracked((o.topic, o.partition), o.offset),
+        )
+        self.health.model_loaded = True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to drain and stop (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> RunStats:
+        self.consumer.subscribe(
+            self.topics.inputs(),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "processor started group=%s inputs=%s", self.settings.group_id, self.topics.inputs()
+        )
+        self.worker.start()
+        next_commit = next_lag = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._check_failures()
+                for msg in self.consumer.consume(500, 0.05):
+                    self._on_message(msg)
+                self.producer.poll(0)
+                self._backpressure()
+                now = time.monotonic()
+                if now >= next_commit:
+                    self.commit()
+                    next_commit = now + self.settings.commit_interval_ms / 1000
+                if now >= next_lag:
+                    drained = self._check_lag()
+                    next_lag = now + (1.0 if self.settings.stop_when_drained else LAG_CHECK_S)
+                    idle = now - self._last_message >= self.settings.idle_exit_s
+                    if drained and idle and self.settings.stop_when_drained:
+                        log.info("input drained; stopping")
+                        break
+        finally:
+            self._shutdown()
+        return self.stats
+
+    def _check_failures(self) -> None:
+        if self.worker.error is not None:
+            raise FatalError(f"inference worker died: {self.worker.error!r}")
+        if self._fatal is not None:
+            raise FatalError(self._fatal)
+
+    def _shutdown(self) -> None:
+        log.info("draining in-flight work budget_s=%.0f", self.settings.shutdown_timeout_s)
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self.tracker.in_flight() and time.monotonic() < deadline and self._fatal is None:
+            if self.worker.error is not None:
+                break
+            self.consumer.poll(0.05)
+            self.producer.poll(0.05)
+        self.worker.stop()
+        self.worker.join(timeout=10)
+        self.producer.flush(max(1.0, deadline - time.monotonic()))
+        if self._fatal is None:
+            self.commit()
+        left = self.tracker.in_flight()
+        if left:
+            log.warning("stopping with unfinished records count=%d (not committed)", left)
+        self.consumer.close()
+        self.stats.ended = time.time()
+        self.health.assignment_held = False
+        log.info("processor stopped stats=%s", json.dumps(self.stats.as_dict()))
+        if self.settings.stats_file:
+            Path(self.settings.stats_file).write_text(json.dumps(self.stats.as_dict(), indent=2))
+
+    # -- input -------------------------------------------------------------------------------
+
+    def _on_message(self, msg) -> None:
+        if msg.error():
+            err = msg.error()
+            if err.code() == KafkaError._PARTITION_EOF:
+                return
+            if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.warning("input topic missing error=%r (waiting for it)", err.str())
+                return
+            if err.fatal():
+                raise FatalError(f"consumer error: {err.str()}")
+            log.warning("consumer error error=%r", err.str())
+            return
+        self._last_message = time.monotonic()
+        self.health.broker_reachable = True
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        ts_type, ts = msg.timestamp()
+        origin = Origin(
+            topic, partition, offset, ts if ts_type else None, msg.key(), records.now()
+        )
+        self.tracker.add((topic, partition), offset)
+        with self.stats.lock:
+            self.stats.consumed[topic] += 1
+        self.metrics.consumed.labels(topic).inc()
+
+        result = decode(msg.value(), self._expected[topic], self.settings.max_message_bytes)
+        if result.skipped:
+            self.tracker.resolve((topic, partition), offset, 0)
+            with self.stats.lock:
+                self.stats.skipped[topic] += 1
+            self.metrics.events.labels(topic, "skipped").inc()
+        elif result.reason is not None:
+            self.dead(origin, msg.value(), result.reason, result.detail)
+        else:
+            self.worker.queue.put(WorkItem(origin, result.event, msg.value()))
+
+    # -- output (called by the worker) -------------------------------------------------------
+
+    def emit(self, origin: Origin, outputs: list[tuple[str, bytes | None, BaseModel]]) -> None:
+        if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, len(outputs)):
+            return  # partition revoked meanwhile: its new owner processes the record
+        alerts = sum(1 for topic, _, _ in outputs if topic == self.topics.alerts)
+        with self.stats.lock:
+            self.stats.enriched[origin.topic] += 1
+            self.stats.alerts += alerts
+        self.metrics.events.labels(origin.topic, "enriched").inc()
+        if alerts:
+            self.metrics.alerts.inc(alerts)
+        for topic, key, record in outputs:
+            self._produce(topic, key, record.model_dump_json().encode(), origin)
+
+    def dead(
+        self, origin: Origin, value: bytes | None, reason: DeadLetterReason, detail: str
+    ) -> None:
+        if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, 1):
+            return
+        self._count_dead(origin, reason)
+        record = records.dead_letter(origin, value, reason, detail)
+        self._produce(
+            self.topics.dead_letters, origin.key, record.model_dump_json().encode(), origin
+        )
+
+    def _count_dead(self, origin: Origin, reason: DeadLetterReason) -> None:
+        with self.stats.lock:
+            self.stats.dead_lettered[reason.value] += 1
+        self.metrics.events.labels(origin.topic, "dead_letter").inc()
+        self.metrics.dead_letters.labels(reason.value).inc()
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, origin: Origin) -> None:
+        def on_delivery(err: KafkaError | None, msg) -> None:
+            self._on_delivery(err, topic, origin, value)
+
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self.producer.poll(0.05)
+
+    def _on_delivery(
+        self, err: KafkaError | None, topic: str, origin: Origin, value: bytes
+    ) -> None:
+        tp = (origin.topic, origin.partition)
+        if err is None:
+            self.tracker.ack(tp, origin.offset)
+            self.metrics.produced.labels(topic).inc()
+            if origin.timestamp_ms and topic != self.topics.dead_letters:
+                kind = "transaction" if topic == self.topics.transactions_enriched else "document"
+                if topic != self.topics.alerts:
+                    latency = time.time() - origin.timestamp_ms / 1000
+                    self.metrics.latency.labels(kind).observe(max(latency, 0.0))
+            return
+        self.metrics.delivery_failures.labels(topic).inc()
+        log.error(
+            "delivery failed topic=%s source_offset=%d error=%r", topic, origin.offset, err.str()
+        )
+        if topic == self.topics.dead_letters:
+            self._fatal = f"the dead-letter topic refused a record: {err.str()}"
+            return
+        # The output cannot be written: the input goes to the dead-letter topic instead, and its
+        # offset stays uncommitted until that record is acknowledged.
+        with self.stats.lock:
+            if topic != self.topics.alerts and self.stats.enriched[origin.topic] > 0:
+                self.stats.enriched[origin.topic] -= 1
+        self._count_dead(origin, DeadLetterReason.OUTPUT_REJECTED)
+        record = records.dead_letter(
+            origin,
+            None,
+            DeadLetterReason.OUTPUT_REJECTED,
+            f"output to {topic} ({len(value)} bytes) refused: {err.str()}",
+        )
+        self._produce(
+            self.topics.dead_letters, origin.key, record.model_dump_json().encode(), origin
+        )
+
+    # -- offsets, backpressure, rebalance ----------------------------------------------------
+
+    def commit(self, only: set[tuple[str, int]] | None = None) -> None:
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("commit failed error=%r (will retry)", str(exc))
+            return
+        self.tracker.mark_committed(offsets)
+        self.metrics.commits.inc()
+
+    def _backpressure(self) -> None:
+        in_flight = self.tracker.in_flight()
+        self.metrics.in_flight.set(in_flight)
+        limit = self.settings.max_in_flight
+        if not self._paused and in_flight >= limit:
+            self._paused = True
+            log.info("backpressure: pausing partitions in_flight=%d limit=%d", in_flight, limit)
+        elif self._paused and in_flight <= limit // 2:
+            self._paused = False
+            assignment = self.consumer.assignment()
+            self.consumer.resume(assignment)
+            self.metrics.paused.set(0)
+            log.info("backpressure: resumed in_flight=%d", in_flight)
+        if self._paused:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.pause(assignment)
+            self.metrics.paused.set(len(assignment))
+
+    def _check_lag(self) -> bool:
+        """Export lag; True when every assigned partition is read to its end and all is done."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return False
+        lag: Counter = Counter()
+        drained = self.worker.idle() and self.tracker.in_flight() == 0
+        try:
+            positions = self.consumer.position(assignment)
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                position = tp.offset if tp.offset >= 0 else low
+                lag[tp.topic] += max(high - position, 0)
+                if high > low and position < high:
+                    drained = False
+            self.health.broker_reachable = True
+        except KafkaException as exc:
+            log.warning("lag check failed error=%r", str(exc))
+            return False
+        for topic in self.topics.inputs():
+            self.metrics.lag.labels(topic).set(lag.get(topic, 0))
+        return drained
+
+    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        self.health.assignment_held = True
+        log.info("partitions assigned %s", _describe(partitions))
+
+    def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        deadline = time.monotonic() + min(self.settings.shutdown_timeout_s, 30.0)
+        while self.tracker.in_flight(tps) and time.monotonic() < deadline:
+            if self.worker.error is not None or self._fatal is not None:
+                break
+            self.producer.poll(0.05)
+        self.commit(only=tps)
+        dropped = self.tracker.drop(list(tps))
+        self.health.assignment_held = bool(set(consumer.assignment()) - set(partitions))
+        log.info("partitions revoked %s abandoned=%d", _describe(partitions), dropped)
+
+    def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
+        dropped = self.tracker.drop([(p.topic, p.partition) for p in partitions])
+        log.warning("partitions lost %s abandoned=%d", _describe(partitions), dropped)
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if self.health.broker_reachable:
+                log.warning("broker unreachable error=%r", err.str())
+            self.health.broker_reachable = False
+        elif err.fatal():
+            self._fatal = f"fatal Kafka error: {err.str()}"
+        else:
+            log.warning("kafka error error=%r", err.str())
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{p.topic}[{p.partition}]" for p in partitions) or "(none)"
