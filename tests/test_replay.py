@@ -22,7 +22,7 @@ from processor.replay import (
 )
 from processor.sources import read_sparkov
 from schemas.events import TransactionV1
-from tests._broker import free_port, start_tansu, stop_tansu, tansu_binary
+from processor.broker import free_port
 
 SPARKOV_TEST = Path(__file__).parents[1] / "data" / "sparkov" / "fraudTest_first5116rows.csv.gz"
 CONSUME_TIMEOUT_S = 60.0
@@ -53,19 +53,11 @@ def consume(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, 
 
 
 @pytest.mark.broker
-def test_replayed_sparkov_events_come_back_as_the_same_events() -> None:
-    if not tansu_binary().exists():
-        pytest.skip(f"no tansu binary at {tansu_binary()}")
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = start_tansu(port)
-    try:
-        events = list(read_sparkov(SPARKOV_TEST, limit=200))
-        stats = replay(events, "test.sparkov", {"bootstrap.servers": bootstrap}, progress=False)
-        assert (stats.sent, stats.failed) == (200, 0)
-        records = consume(bootstrap, "test.sparkov", 200)
-    finally:
-        stop_tansu(broker)
+def test_replayed_sparkov_events_come_back_as_the_same_events(broker: str) -> None:
+    events = list(read_sparkov(SPARKOV_TEST, limit=200))
+    stats = replay(events, "test.sparkov", {"bootstrap.servers": broker}, progress=False)
+    assert (stats.sent, stats.failed) == (200, 0)
+    records = consume(broker, "test.sparkov", 200)
     assert len(records) == 200
     sent = {item.event["event_id"]: item for item in events}
     per_key: dict[bytes | None, list[str]] = defaultdict(list)
