@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+_FILE_VALUES: ContextVar[dict[str, object] | None] = ContextVar("_FILE_VALUES", default=None)
+KafkaConf = Annotated[dict[str, str | int | float | bool], NoDecode]
 
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the setting and the fix."""
 
 
-class Topics(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+class Topics(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     transactions: str = "transactions.raw"
     documents: str = "documents.raw"
@@ -55,13 +72,13 @@ class Settings(BaseSettings):
     )
     group_id: str = "finstream-processor"
     topics: Topics = Field(default_factory=Topics)
-    kafka: dict[str, str | int | float | bool] = Field(
+    kafka: KafkaConf = Field(
         default_factory=dict, description="librdkafka settings by their own names (JSON object)"
     )
-    consumer_kafka: dict[str, str | int | float | bool] = Field(
+    consumer_kafka: KafkaConf = Field(
         default_factory=dict, description="librdkafka settings for the consumer only"
     )
-    producer_kafka: dict[str, str | int | float | bool] = Field(
+    producer_kafka: KafkaConf = Field(
         default_factory=dict, description="librdkafka settings for the producer only"
     )
     create_topics: bool = Field(
@@ -91,6 +108,18 @@ class Settings(BaseSettings):
     )
     idle_exit_s: float = Field(default=3.0, gt=0, description="drained-and-idle time before exit")
     stats_file: Path | None = Field(default=None, description="write run counters here on exit")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=_FILE_VALUES.get() or {})
+        return init_settings, env_settings, file_settings
 
     @field_validator("kafka", "consumer_kafka", "producer_kafka", mode="before")
     @classmethod
@@ -125,18 +154,20 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
-    """Read settings from the environment, a JSON file and explicit overrides, in rising order.
+    """Read settings: explicit overrides beat environment variables, which beat the JSON file.
 
     Raises ConfigError naming each wrong setting and its environment variable.
     """
     values: dict[str, object] = {}
+    file_values: dict[str, object] = {}
     path = config_file or (Path(p) if (p := os.environ.get("PROCESSOR_CONFIG_FILE")) else None)
     if path is not None:
         try:
-            values.update(json.loads(Path(path).read_text()))
+            file_values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    token = _FILE_VALUES.set(file_values)
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -146,3 +177,5 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             name = f"PROCESSOR_{loc}" if loc else "settings"
             lines.append(f"  {name}: {err['msg']}")
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+    finally:
+        _FILE_VALUES.reset(token)

@@ -16,6 +16,7 @@ MAX_AMOUNT_PLACES = 6
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
+_MONEY_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
 _CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 
 
@@ -40,6 +41,8 @@ def _parse_money(value: object) -> Decimal:
             "amount must be a decimal string or a JSON number decoded exactly "
             f"(got {type(value).__name__})"
         )
+    if isinstance(value, str) and not _MONEY_TEXT.match(value):
+        raise ValueError(f"amount {value!r} must be plain decimal text such as '12.30'")
     try:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
     except InvalidOperation:
@@ -72,7 +75,7 @@ Timestamp = Annotated[
 Money = Annotated[
     Decimal,
     BeforeValidator(_parse_money),
-    PlainSerializer(lambda d: str(d), return_type=str),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str),
     WithJsonSchema(
         {
             "anyOf": [{"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, {"type": "number"}],

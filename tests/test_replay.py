@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer
 
 import processor.replay as replay_module
+from processor.broker import free_port
 from processor.replay import (
     BrokerUnavailableError,
     _Pacer,
@@ -22,7 +23,6 @@ from processor.replay import (
 )
 from processor.sources import read_sparkov
 from schemas.events import TransactionV1
-from processor.broker import free_port
 
 SPARKOV_TEST = Path(__file__).parents[1] / "data" / "sparkov" / "fraudTest_first5116rows.csv.gz"
 CONSUME_TIMEOUT_S = 60.0

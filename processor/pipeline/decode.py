@@ -90,7 +90,8 @@ def decode(value: bytes | None, expected_type: str, max_bytes: int) -> Decoded:
         )
     kind = data.get("type", expected_type)
     version = data.get("version", 1)
-    model = EVENT_MODELS.get((kind, version)) if isinstance(version, int) else None
+    known = isinstance(kind, str) and type(version) is int
+    model = EVENT_MODELS.get((kind, version)) if known else None
     if model is None or kind != expected_type:
         return _dead(
             DeadLetterReason.UNKNOWN_TYPE,
