@@ -74,13 +74,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate",
         type=float,
-        default=400.0,
+        default=200.0,
         help="transactions replayed per second (default: %(default)s)",
     )
     parser.add_argument(
         "--doc-rate",
         type=float,
-        default=15.0,
+        default=4.0,
         help="documents replayed per second (default: %(default)s)",
     )
     parser.add_argument(
@@ -90,17 +90,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="replay at most N stream transactions (default: all 5,116)",
     )
     parser.add_argument(
-        "--filings",
-        type=int,
-        default=60,
-        help="SEC 8-K items in the stream; as many again train the novelty "
-        "reference (default: %(default)s)",
-    )
-    parser.add_argument(
         "--receipts",
         type=int,
-        default=None,
-        help="receipts in the stream (default: all 361 of the SROIE test set)",
+        default=80,
+        help="SROIE test receipts in the stream (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--filings",
+        type=int,
+        default=20,
+        help="SEC 8-K sections in the stream (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reference-receipts",
+        type=int,
+        default=300,
+        help="SROIE train receipts in the novelty reference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reference-filings",
+        type=int,
+        default=40,
+        help="SEC 8-K sections in the novelty reference, taken before the "
+        "stream's (default: %(default)s)",
     )
 
 
@@ -115,8 +127,9 @@ def main(args: argparse.Namespace) -> int:
 
         device = choose_device("auto")
         embedder = TextEmbedder(device)
-        filings = list(islice(open_source("sec", FILINGS), 2 * args.filings))
-        bundle = _train(args.workdir / "model", embedder, filings[: args.filings], device)
+        filings = list(islice(open_source("sec", FILINGS), args.reference_filings + args.filings))
+        reference_filings = filings[: args.reference_filings]
+        bundle = _train(args.workdir / "model", embedder, reference_filings, device, args)
         print(
             f"[2/4] model {bundle.version} trained on {bundle.manifest['n_fit']} + "
             f"{bundle.manifest['n_validation']} history transactions; novelty reference of "
@@ -137,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
         thread = threading.Thread(target=processor.run, name="processor", daemon=True)
         thread.start()
 
-        sent = _replay(bootstrap, topics, args, filings[args.filings :])
+        sent = _replay(bootstrap, topics, args, filings[args.reference_filings :])
         print(
             f"[3/4] replayed {sent['total']} records ({sent['transactions']} transactions, "
             f"{sent['documents']} documents, {sent['malformed']} malformed); processing..."
@@ -154,11 +167,13 @@ def main(args: argparse.Namespace) -> int:
     return 0 if summary["accounted"] else 1
 
 
-def _train(out: Path, embedder: TextEmbedder, filings: list, device) -> artifact.ModelBundle:
+def _train(
+    out: Path, embedder: TextEmbedder, filings: list, device, args: argparse.Namespace
+) -> artifact.ModelBundle:
     events, labels = load_events("sparkov", [HISTORY], None, TransactionV1)
     scorer, manifest = train_scorer(events, labels, embedder, device=device)
     manifest["trained_on"] = {"source": "sparkov", "files": [HISTORY.name]}
-    receipts, _ = load_events("sroie", [RECEIPTS_TRAIN], None, DocumentV1)
+    receipts, _ = load_events("sroie", [RECEIPTS_TRAIN], args.reference_receipts, DocumentV1)
     documents = receipts + [DocumentV1.model_validate(f.event) for f in filings]
     references = build_references(embedder, documents, max_chunks=64)
     artifact.save(out, scorer, manifest, references)

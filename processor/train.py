@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
+from tqdm import tqdm
 
 from processor.device import DeviceChoice, choose_device
 from processor.models import artifact
@@ -108,7 +109,14 @@ def train_scorer(
 def build_references(
     embedder: TextEmbedder, documents: list[DocumentV1], max_chunks: int
 ) -> tuple[list[str], np.ndarray]:
-    vectors = embedder.embed_documents([d.text for d in documents], max_chunks=max_chunks)
+    log.info("embedding reference documents count=%d", len(documents))
+    vectors = []
+    step = 32
+    with tqdm(total=len(documents), unit="doc", desc="reference documents", disable=None) as bar:
+        for start in range(0, len(documents), step):
+            part = documents[start : start + step]
+            vectors += embedder.embed_documents([d.text for d in part], max_chunks=max_chunks)
+            bar.update(len(part))
     return [d.event_id for d in documents], np.stack([v.vector for v in vectors])
 
 
@@ -193,7 +201,6 @@ def main(args: argparse.Namespace) -> int:
         documents = []
         for kind, path in doc_specs:
             documents += load_events(kind, [path], args.documents_limit, DocumentV1)[0]
-        log.info("embedding reference documents count=%d", len(documents))
         references = build_references(embedder, documents, max_chunks=64)
     artifact.save(args.out, scorer, manifest, references)
     saved = artifact.load(args.out)

@@ -173,6 +173,13 @@ def fit_scorer(
             total += loss.item() * len(xb)
         log.debug("epoch=%d loss=%.5f", epoch, total / len(x))
     scorer.net.eval()
+    log.info(
+        "autoencoder fitted rows=%d features=%d epochs=%d loss=%.4f",
+        len(x),
+        width,
+        epochs,
+        total / len(x),
+    )
 
     raw = scorer.score_matrix(calibration_tab, calibration_text).raw
     prep.quantiles = np.quantile(raw, np.linspace(0.0, 1.0, QUANTILES))

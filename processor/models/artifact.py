@@ -97,6 +97,8 @@ def save(
         "files": {name: _sha256(folder / name) for name in files},
     }
     (folder / "manifest.json").write_text(json.dumps(full, indent=2) + "\n")
+    for name in [*files, "manifest.json"]:
+        (folder / name).chmod(0o644)  # safetensors writes 0600; a service user must read it
     return folder
 
 
