@@ -66,6 +66,8 @@ class TextEmbedder:
         )
         if device.half:
             self.model.half()
+        else:
+            self.model.float()  # weights may be stored in float16
         self.model.eval()
         self.name = MODEL_NAME
         self.dim = int(self.model.get_embedding_dimension())
