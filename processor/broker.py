@@ -12,10 +12,12 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from processor.errors import ProcessorError
+
 log = logging.getLogger(__name__)
 
 
-class BrokerError(Exception):
+class BrokerError(ProcessorError):
     """The broker could not be started or reached."""
 
 

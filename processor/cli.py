@@ -9,6 +9,7 @@ import sys
 import time
 
 from processor import __version__
+from processor.errors import ProcessorError
 from processor.logs import setup_logging
 
 log = logging.getLogger("processor.cli")
@@ -31,7 +32,8 @@ Run `processor <command> --help` for a command's options.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s options are loaded, so `processor --help` stays fast."""
     parser = argparse.ArgumentParser(
         prog="processor",
         description="GPU stream processor for financial transaction and document events.",
@@ -42,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(module=module_name)
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        child.set_defaults(module=module_name)
+        if name != command:
+            continue
         if module_name == "processor.cli":
-            _configure_local(name, command)
+            _configure_local(name, child)
         else:
-            importlib.import_module(module_name).configure_parser(command)
+            importlib.import_module(module_name).configure_parser(child)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
 
 
 def _configure_local(name: str, parser: argparse.ArgumentParser) -> None:
@@ -65,7 +73,8 @@ def _configure_local(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_in(argv)).parse_args(argv)
     setup_logging(args.log_level)
     try:
         if args.module == "processor.cli":
@@ -73,19 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(args.module).main(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        known = type(exc).__name__ in {
-            "ConfigError",
-            "BrokerError",
-            "ArtifactError",
-            "TrainingError",
-            "ModelNotFoundError",
-            "FatalError",
-            "ReplayError",
-            "FileNotFoundError",
-        }
-        if not known:
-            raise
+    except (ProcessorError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,11 +28,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from processor.errors import ProcessorError
+
 _FILE_VALUES: ContextVar[dict[str, object] | None] = ContextVar("_FILE_VALUES", default=None)
 KafkaConf = Annotated[dict[str, str | int | float | bool], NoDecode]
 
 
-class ConfigError(Exception):
+class ConfigError(ProcessorError):
     """A setting is missing or wrong; the message names the setting and the fix."""
 
 

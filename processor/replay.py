@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
+from processor.errors import ProcessorError
 from processor.sources import EVENT_TYPES, SOURCES, SourceEvent, open_source
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ MAX_BURST_S = 1.0
 """The pacer lets a late producer catch up by at most this much time's worth of events."""
 
 
-class ReplayError(RuntimeError):
+class ReplayError(ProcessorError):
     """A replay could not run; the message says why."""
 
 

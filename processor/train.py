@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from processor.device import DeviceChoice, choose_device
+from processor.errors import ProcessorError
 from processor.models import artifact
 from processor.models.anomaly import AnomalyScorer, fit_scorer
 from processor.models.embedder import TextEmbedder
@@ -23,7 +24,7 @@ from schemas import DocumentV1, TransactionV1
 log = logging.getLogger(__name__)
 
 
-class TrainingError(Exception):
+class TrainingError(ProcessorError):
     """History is unusable for training; the message says why."""
 
 

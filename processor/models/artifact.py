@@ -24,6 +24,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
+from processor.errors import ProcessorError
 from processor.models.anomaly import CPU, AnomalyScorer, Autoencoder, Preprocessing
 from processor.models.features import FeatureSpec
 from processor.models.novelty import DocumentReference
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 FORMAT = "finstream-model/1"
 
 
-class ArtifactError(Exception):
+class ArtifactError(ProcessorError):
     """A model artifact is missing, incomplete, corrupted or of another format."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from processor.device import DeviceChoice
+from processor.errors import ProcessorError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 CHUNK_OVERLAP_TOKENS = 32
 
 
-class ModelNotFoundError(Exception):
+class ModelNotFoundError(ProcessorError):
     """The embedding model's files are not installed."""
 
 

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from pydantic import BaseModel
 
 from processor.config import Settings
+from processor.errors import ProcessorError
 from processor.metrics import Health, Metrics
 from processor.pipeline import records
 from processor.pipeline.decode import decode
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 LAG_CHECK_S = 5.0
 
 
-class FatalError(Exception):
+class FatalError(ProcessorError):
     """The processor cannot go on without losing data; it stops without committing further."""
 
 
