@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         default=False, description="exit once every input partition is consumed and delivered"
     )
     idle_exit_s: float = Field(default=3.0, gt=0, description="drained-and-idle time before exit")
+    test_batch_delay_ms: int = Field(
+        default=0, ge=0, description="test hook: sleep this long per batch (a slow model)"
+    )
     stats_file: Path | None = Field(default=None, description="write run counters here on exit")
 
     @classmethod

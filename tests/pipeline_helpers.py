@@ -35,7 +35,7 @@ def settings_for(broker: str, topics: Topics, model_dir, **extra) -> Settings:
         model_dir=model_dir,
         metrics_port=0,
         batch_max_wait_ms=20,
-        consumer_kafka={"session.timeout.ms": 6000},
+        consumer_kafka={"session.timeout.ms": 6000, **extra.pop("consumer_kafka", {})},
         **extra,
     )
 

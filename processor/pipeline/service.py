@@ -32,6 +32,7 @@ from schemas import DeadLetterReason
 log = logging.getLogger(__name__)
 
 LAG_CHECK_S = 5.0
+MAX_POLL_BATCH = 500
 
 
 class FatalError(ProcessorError):
@@ -47,6 +48,7 @@ class RunStats:
     dead_lettered: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     alerts: int = 0
+    revocations: int = 0  # rebalances that took partitions away while running
     started: float = field(default_factory=time.time)
     ended: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,6 +64,7 @@ class RunStats:
                 "dead_lettered_by_reason": dict(self.dead_lettered),
                 "skipped": sum(self.skipped.values()),
                 "alerts": self.alerts,
+                "revocations": self.revocations,
                 "seconds": (self.ended or time.time()) - self.started,
             }
 
@@ -84,6 +87,7 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._fatal: str | None = None
         self._paused = False
+        self._closing = False
         self._last_message = time.monotonic()
         self._expected = {
             self.topics.transactions: "transaction",
@@ -129,6 +133,7 @@ class StreamProcessor:
             max_wait_s=settings.batch_max_wait_ms / 1000,
             max_tokens=settings.batch_max_tokens,
             max_chunks=settings.max_document_chunks,
+            delay_s=settings.test_batch_delay_ms / 1000,
             encoding=settings.embedding_encoding,
             is_live=lambda o: self.tracker.is_tracked((o.topic, o.partition), o.offset),
         )
@@ -155,7 +160,8 @@ class StreamProcessor:
         try:
             while not self._stop.is_set():
                 self._check_failures()
-                for msg in self.consumer.consume(500, 0.05):
+                room = self.settings.max_in_flight - self.tracker.in_flight()
+                for msg in self.consumer.consume(max(1, min(MAX_POLL_BATCH, room)), 0.05):
                     self._on_message(msg)
                 self.producer.poll(0)
                 self._backpressure()
@@ -199,6 +205,7 @@ class StreamProcessor:
         left = self.tracker.in_flight()
         if left:
             log.warning("stopping with unfinished records count=%d (not committed)", left)
+        self._closing = True
         self.consumer.close()
         self.stats.ended = time.time()
         self.health.assignment_held = False
@@ -397,11 +404,16 @@ class StreamProcessor:
             self.producer.poll(0.05)
         self.commit(only=tps)
         dropped = self.tracker.drop(list(tps))
+        if not self._closing:
+            with self.stats.lock:
+                self.stats.revocations += 1
         self.health.assignment_held = bool(set(consumer.assignment()) - set(partitions))
         log.info("partitions revoked %s abandoned=%d", _describe(partitions), dropped)
 
     def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
         dropped = self.tracker.drop([(p.topic, p.partition) for p in partitions])
+        with self.stats.lock:
+            self.stats.revocations += 1
         log.warning("partitions lost %s abandoned=%d", _describe(partitions), dropped)
 
     def _on_kafka_error(self, err: KafkaError) -> None:

@@ -84,6 +84,7 @@ class InferenceWorker(threading.Thread):
         max_chunks: int,
         encoding: str,
         is_live: Callable[[Origin], bool],
+        delay_s: float = 0.0,
     ) -> None:
         super().__init__(name="inference-worker", daemon=True)
         self.models = models
@@ -96,6 +97,7 @@ class InferenceWorker(threading.Thread):
         self.max_chunks = max_chunks
         self.encoding = encoding
         self.is_live = is_live
+        self.delay_s = delay_s  # test hook: a deliberately slow model
         self.queue: queue.Queue[WorkItem] = queue.Queue()
         self._stop_event = threading.Event()
         self._busy = threading.Event()
@@ -177,6 +179,8 @@ class InferenceWorker(threading.Thread):
         return 0
 
     def _handle(self, batch: list[WorkItem]) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         live = [item for item in batch if self.is_live(item.origin)]
         transactions = [i for i in live if isinstance(i.event, TransactionV1)]
         documents = [i for i in live if isinstance(i.event, DocumentV1)]

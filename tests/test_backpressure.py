@@ -1,0 +1,64 @@
+"""Backpressure: a slow model pauses the partitions instead of buffering or leaving the group."""
+
+from __future__ import annotations
+
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from processor.pipeline.worker import Models
+from processor.replay import replay
+from processor.sources import open_source
+from tests.conftest import SPARKOV_STREAM
+from tests.pipeline_helpers import fresh_topics, settings_for, start_processor
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_slow_model_pauses_partitions_and_keeps_group_membership(
+    broker: str, model_dir: Path, bundle, embedder, device
+) -> None:
+    topics = fresh_topics()
+    settings = settings_for(
+        broker,
+        topics,
+        model_dir,
+        max_in_flight=40,
+        batch_size=8,
+        test_batch_delay_ms=250,
+        consumer_kafka={"session.timeout.ms": 6000, "max.poll.interval.ms": 6500},
+    )
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 240))
+    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
+
+    running = start_processor(settings, Models(embedder, bundle, device))
+    seen = {"in_flight": 0, "paused": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen["in_flight"] = max(seen["in_flight"], running.processor.tracker.in_flight())
+            seen["paused"] = max(
+                seen["paused"], int(running.processor.metrics.paused._value.get())
+            )
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        running.wait_done(len(events), timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    elapsed = time.monotonic() - started
+    stats = running.stop().as_dict()
+
+    assert elapsed > 6.5, "the slow model should have taken longer than max.poll.interval.ms"
+    assert stats["enriched"] == len(events)
+    assert stats["revocations"] == 0, "the consumer left the group (max.poll.interval.ms)"
+    assert seen["paused"] > 0, "partitions were never paused"
+    assert seen["in_flight"] <= settings.max_in_flight
