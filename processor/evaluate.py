@@ -110,6 +110,21 @@ def fdh_benchmark(data_dir: Path, seeds: list[int], text_dims: int, epochs: int)
     }
 
 
+def summarise_runs(runs: list[dict]) -> dict:
+    """Mean, min and max of ROC-AUC and AP per model over the seeds."""
+    out = {}
+    for name in (k for k in runs[0] if k != "seed"):
+        out[name] = {}
+        for metric, key in (("ROC-AUC", "roc_auc"), ("AP", "average_precision")):
+            values = [run[name][key] for run in runs]
+            out[name][metric] = {
+                "mean": float(np.mean(values)),
+                "min": min(values),
+                "max": max(values),
+            }
+    return out
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
@@ -168,6 +183,16 @@ def main(args: argparse.Namespace) -> int:
             for name, m in row.items():
                 if name != "seed":
                     _print_metrics(name, m)
+        print(f"mean [min, max] over {len(seeds)} seeds:")
+        for name, figures in summarise_runs(result["runs"]).items():
+            print(
+                f"  {name:<22} "
+                + "  ".join(
+                    f"{metric} {f['mean']:.3f} [{f['min']:.3f}, {f['max']:.3f}]"
+                    for metric, f in figures.items()
+                )
+            )
+        result["summary"] = summarise_runs(result["runs"])
         _write(args.json, result)
         return 0
     if not args.paths:

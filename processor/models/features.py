@@ -1,10 +1,11 @@
 """Transaction features: what the anomaly scorer sees of a transaction.
 
-Numbers computed from the event (log amount, hour of day, weekend, customer-merchant distance,
-customer age, city size), the producer's numeric ``attributes``, the merchant category one-hot,
-and the merchant text's embedding reduced by PCA to a few dimensions. Which of these a model
-uses is decided at training time (a feature constant in the history is dropped) and written to
-its manifest, so scoring builds exactly the columns the model was fitted on.
+Numbers computed from the event (amount and log amount, hour of day, weekend,
+customer-merchant distance, customer age, city size), the producer's numeric ``attributes``,
+the merchant category one-hot, and the merchant text's embedding reduced by PCA to a few
+dimensions. Which of these a model uses is decided at training time (a feature constant in the
+history is dropped) and written to its manifest, so scoring builds exactly the columns the
+model was fitted on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from schemas import TransactionV1
 
 BASE_FEATURES = (
+    "amount",
     "log_amount",
     "hour_sin",
     "hour_cos",
@@ -27,6 +29,8 @@ BASE_FEATURES = (
     "log_city_population",
 )
 TEXT_GROUP = "merchant_text"
+# Columns that carry one quantity are explained together: zeroing one alone explains nothing.
+BASE_GROUPS = {"log_amount": "amount", "hour_sin": "hour", "hour_cos": "hour"}
 CATEGORY_GROUP = "category"
 
 
@@ -55,6 +59,7 @@ def base_row(event: TransactionV1) -> list[float]:
         age = float(event.occurred_at.year - customer.birth_year)
     population = customer.city_population if customer and customer.city_population else 0
     return [
+        abs(float(event.amount)),  # heavy-tailed where the log is flat: extreme amounts stand out
         math.log1p(abs(float(event.amount))),
         math.sin(2 * math.pi * hour / 24),
         math.cos(2 * math.pi * hour / 24),
@@ -84,7 +89,7 @@ class FeatureSpec:
             + [f"{TEXT_GROUP}:{i}" for i in range(self.text_dims)]
         )
         self.groups = (
-            list(self.base)
+            [BASE_GROUPS.get(b, b) for b in self.base]
             + list(self.attributes)
             + [CATEGORY_GROUP] * len(self.categories)
             + [TEXT_GROUP] * self.text_dims

@@ -113,7 +113,7 @@ def enriched_transaction(
 
 def alert(record: EnrichedTransactionV1) -> AlertV1:
     reasons = [
-        f"{c.feature} carries {c.share:.0%} of the reconstruction error"
+        f"{c.feature}: setting it to its usual value removes {c.share:.0%} of the score"
         for c in record.anomaly.top_features
     ]
     return AlertV1(
