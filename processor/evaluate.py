@@ -141,7 +141,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="run a published benchmark protocol instead (paths: the data folder)",
     )
     parser.add_argument(
-        "--seeds", default="0,1,2", help="fdh protocol seeds (default: %(default)s)"
+        "--seeds", default="0,1,2,3,4", help="fdh protocol seeds (default: %(default)s)"
     )
     parser.add_argument(
         "--text-dims",
