@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import time
 
@@ -91,6 +92,10 @@ def _broker(args: argparse.Namespace) -> int:
     from processor.broker import EmbeddedBroker, ensure_topics
     from processor.config import Topics
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # leaves the `with`, which stops Tansu
+
+    signal.signal(signal.SIGTERM, stop)
     with EmbeddedBroker(args.port) as broker:
         ensure_topics(broker.bootstrap_servers, Topics().all(), args.partitions)
         print(f"broker ready at {broker.bootstrap_servers} (in memory; Ctrl-C stops it)")

@@ -7,6 +7,7 @@ object), e.g. ``PROCESSOR_KAFKA='{"security.protocol": "SASL_SSL"}'``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +34,9 @@ from processor.errors import ProcessorError
 
 _FILE_VALUES: ContextVar[dict[str, object] | None] = ContextVar("_FILE_VALUES", default=None)
 KafkaConf = Annotated[dict[str, str | int | float | bool], NoDecode]
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ProcessorError):
@@ -50,6 +55,14 @@ class Topics(BaseModel):
 
     def inputs(self) -> list[str]:
         return [self.transactions, self.documents]
+
+    def outputs(self) -> list[str]:
+        return [
+            self.transactions_enriched,
+            self.documents_enriched,
+            self.alerts,
+            self.dead_letters,
+        ]
 
     def all(self) -> list[str]:
         return [
@@ -128,13 +141,25 @@ class Settings(BaseSettings):
 
     @field_validator("kafka", "consumer_kafka", "producer_kafka", mode="before")
     @classmethod
-    def _parse_kafka(cls, value: object) -> object:
+    def _parse_kafka(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
+            name = f"PROCESSOR_{info.field_name.upper()}"
             try:
                 return json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
-                raise ValueError(f"PROCESSOR_KAFKA must be a JSON object: {exc}") from None
+                raise ValueError(f"{name} must be a JSON object: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> Settings:
+        names = self.topics.all()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"PROCESSOR_TOPICS__*: topic {repeated} is used for two roles; every input and "
+                "output topic must differ (an output read back as input loops forever)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
@@ -145,7 +170,14 @@ class Settings(BaseSettings):
                 f"PROCESSOR_KAFKA sets {sorted(clash)}: use PROCESSOR_BOOTSTRAP_SERVERS / "
                 "PROCESSOR_GROUP_ID instead; auto commit is always off"
             )
-        fetch_max = int(self.kafka.get("fetch.max.bytes", 52_428_800))
+        consumer = {**self.kafka, **self.consumer_kafka}
+        try:
+            fetch_max = int(consumer.get("fetch.max.bytes", 52_428_800))
+        except ValueError:
+            raise ValueError(
+                f"fetch.max.bytes={consumer['fetch.max.bytes']!r} in PROCESSOR_KAFKA or "
+                "PROCESSOR_CONSUMER_KAFKA is not a number of bytes"
+            ) from None
         if self.max_message_bytes > fetch_max:
             raise ValueError(
                 f"PROCESSOR_MAX_MESSAGE_BYTES={self.max_message_bytes} exceeds the consumer's "
@@ -172,6 +204,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    _warn_unknown_variables()
     token = _FILE_VALUES.set(file_values)
     try:
         return Settings(**values)
@@ -184,3 +217,19 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
     finally:
         _FILE_VALUES.reset(token)
+
+
+OTHER_VARIABLES = {
+    "PROCESSOR_CONFIG_FILE",
+    "PROCESSOR_LOG_LEVEL",
+    "PROCESSOR_EMBEDDING_MODEL_PATH",
+}
+
+
+def _warn_unknown_variables() -> None:
+    """A misspelt PROCESSOR_* variable would otherwise be ignored without a word."""
+    known = {f"PROCESSOR_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    for name in sorted(os.environ):
+        base = name.split("__")[0]
+        if name.startswith("PROCESSOR_") and base not in known:
+            log.warning("unknown setting %s is ignored (see README.md, Configuration)", name)

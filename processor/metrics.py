@@ -17,6 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from processor.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -179,7 +181,13 @@ class MetricsServer:
 
     def __init__(self, metrics: Metrics, health: Health, host: str, port: int) -> None:
         handler = _handler(metrics, health)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror}): set "
+                "PROCESSOR_METRICS_PORT to a free port (0 picks one)"
+            ) from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -30,7 +30,7 @@ def _parse_rfc3339(value: object) -> datetime:
             "timestamp must be an RFC 3339 string with an offset (numbers are refused: "
             "seconds or milliseconds since the epoch are ambiguous)"
         )
-    if not _RFC3339.match(value):
+    if not _RFC3339.fullmatch(value):
         raise ValueError("timestamp must be RFC 3339 with an offset, e.g. 2024-05-01T12:00:00Z")
     return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
 
@@ -41,7 +41,7 @@ def _parse_money(value: object) -> Decimal:
             "amount must be a decimal string or a JSON number decoded exactly "
             f"(got {type(value).__name__})"
         )
-    if isinstance(value, str) and not _MONEY_TEXT.match(value):
+    if isinstance(value, str) and not _MONEY_TEXT.fullmatch(value):
         raise ValueError(f"amount {value!r} must be plain decimal text such as '12.30'")
     try:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
@@ -49,12 +49,16 @@ def _parse_money(value: object) -> Decimal:
         raise ValueError(f"amount {value!r} is not a decimal number") from None
     if not amount.is_finite():
         raise ValueError("amount must be finite (NaN and Infinity are refused)")
-    sign, digits, exponent = amount.as_tuple()
+    exponent = amount.as_tuple().exponent
     places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
     if places > MAX_AMOUNT_PLACES:
         raise ValueError(f"amount has {places} decimal places; at most {MAX_AMOUNT_PLACES}")
-    if len(digits) - places > MAX_AMOUNT_DIGITS - MAX_AMOUNT_PLACES:
-        raise ValueError("amount is out of range")
+    # adjusted(): the power of ten of the leading digit, whatever the notation (1E+9 is 9).
+    if amount and amount.adjusted() >= MAX_AMOUNT_DIGITS - MAX_AMOUNT_PLACES:
+        raise ValueError(
+            f"amount is out of range: at most {MAX_AMOUNT_DIGITS - MAX_AMOUNT_PLACES} digits "
+            "before the decimal point"
+        )
     return amount
 
 

@@ -13,6 +13,12 @@ MAX_TEXT_CHARS = 2_000_000
 MAX_ATTRIBUTES = 64
 
 
+def _has_content(text: str) -> str:
+    if not any(ch.isprintable() and not ch.isspace() for ch in text):
+        raise ValueError("text has no printable content (only whitespace or control characters)")
+    return text
+
+
 def _finite_attributes(values: dict[str, float]) -> dict[str, float]:
     for name, value in values.items():
         if not math.isfinite(value):
@@ -77,7 +83,9 @@ class DocumentV1(_Event):
     doc_type: str | None = Field(default=None, max_length=64)
     entity_id: Identifier | None = Field(default=None, description="the company or account")
     title: str | None = Field(default=None, max_length=1024)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: Annotated[str, AfterValidator(_has_content)] = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS
+    )
     metadata: dict[
         Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]
     ] = Field(default_factory=dict, max_length=32)

@@ -138,6 +138,7 @@ class DeadLetterV1(_Record):
     detail: str = Field(max_length=4096)
     source: SourceRef
     key_b64: str | None = Field(description="the original key, base64")
+    key_truncated: bool = Field(default=False, description="true when key_b64 holds a prefix")
     value_b64: str | None = Field(description="the original bytes, base64")
     value_bytes: int = Field(ge=0, description="size of the original value")
     value_truncated: bool = Field(description="true when value_b64 holds only a prefix")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from itertools import islice
@@ -62,3 +63,42 @@ def test_slow_model_pauses_partitions_and_keeps_group_membership(
     assert stats["revocations"] == 0, "the consumer left the group (max.poll.interval.ms)"
     assert seen["paused"] > 0, "partitions were never paused"
     assert seen["in_flight"] <= settings.max_in_flight
+
+
+def test_stop_with_unfinished_work_keeps_its_budget_and_loses_nothing(
+    broker: str, model_dir: Path, bundle, embedder, device
+) -> None:
+    from processor.broker import ensure_topics
+    from processor.reader import read_topic
+
+    topics = fresh_topics()
+    ensure_topics(broker, topics.all(), partitions=3)
+    slow = settings_for(
+        broker,
+        topics,
+        model_dir,
+        group_id="test-stop-budget",
+        batch_size=2,
+        test_batch_delay_ms=1500,
+        shutdown_timeout_s=3.0,
+    )
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 40))
+    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
+
+    running = start_processor(slow, Models(embedder, bundle, device))
+    deadline = time.monotonic() + 60
+    while running.processor.stats.as_dict()["enriched"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    first = running.stop().as_dict()
+    assert time.monotonic() - started < slow.shutdown_timeout_s + 5
+    assert first["enriched"] < len(events)
+
+    fast = settings_for(broker, topics, model_dir, group_id="test-stop-budget")
+    second = start_processor(fast, Models(embedder, bundle, device))
+    second.wait_done(len(events) - first["enriched"], timeout=120)
+    second.stop()
+    ids = {
+        json.loads(r.value)["event_id"] for r in read_topic(broker, topics.transactions_enriched)
+    }
+    assert ids == {e.event["event_id"] for e in events}  # at least once: nothing lost

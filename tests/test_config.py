@@ -233,3 +233,40 @@ def test_settings_are_frozen() -> None:
         settings.topics.alerts = "elsewhere"  # type: ignore[misc]
     assert settings.batch_size == 256
     assert settings.topics.alerts == "alerts"
+
+
+def test_an_output_topic_equal_to_an_input_topic_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCESSOR_TOPICS__TRANSACTIONS", "loop.raw")
+    monkeypatch.setenv("PROCESSOR_TOPICS__DEAD_LETTERS", "loop.raw")
+    with pytest.raises(ConfigError, match="loop.raw"):
+        load_settings()
+
+
+def test_consumer_kafka_that_is_not_json_names_its_own_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCESSOR_CONSUMER_KAFKA", "{bad")
+    with pytest.raises(ConfigError, match="PROCESSOR_CONSUMER_KAFKA must be a JSON object"):
+        load_settings()
+
+
+def test_fetch_max_bytes_of_the_consumer_alone_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCESSOR_CONSUMER_KAFKA", '{"fetch.max.bytes": 1000}')
+    with pytest.raises(ConfigError, match="fetch.max.bytes"):
+        load_settings()
+    monkeypatch.setenv("PROCESSOR_CONSUMER_KAFKA", '{"fetch.max.bytes": "lots"}')
+    with pytest.raises(ConfigError, match="not a number of bytes"):
+        load_settings()
+
+
+def test_a_misspelt_variable_is_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PROCESSOR_BATCHSIZE", "32")
+    with caplog.at_level("WARNING", logger="processor.config"):
+        load_settings()
+    assert "PROCESSOR_BATCHSIZE" in caplog.text

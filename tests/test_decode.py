@@ -305,3 +305,41 @@ def test_escaped_lone_surrogate_in_a_string_is_schema_invalid() -> None:
     detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
 
     assert "merchant.name" in detail
+
+
+def test_integer_longer_than_python_converts_is_not_json_not_a_crash() -> None:
+    value = b'{"amount": ' + b"1" * 5000 + b"}"
+    _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.NOT_JSON)
+
+
+@pytest.mark.parametrize("amount", ["1E+2000000", "1e400", "1E+12", "-1E+12"])
+def test_amount_in_exponent_notation_is_range_checked(amount: str) -> None:
+    text = json.dumps(sparkov_like(amount="PLACEHOLDER")).replace('"PLACEHOLDER"', amount)
+    detail = _dead(decode(text.encode(), TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert "out of range" in detail
+
+
+def test_amount_in_exponent_notation_within_range_is_exact() -> None:
+    text = json.dumps(sparkov_like(amount="PLACEHOLDER")).replace('"PLACEHOLDER"', "1.5E+3")
+    result = decode(text.encode(), TRANSACTION, LIMIT)
+    assert result.event is not None and result.event.amount == Decimal("1500")
+    assert result.event.model_dump(mode="json")["amount"] == "1500"
+
+
+def test_timestamp_with_a_trailing_newline_is_schema_invalid() -> None:
+    value = _encode(sparkov_like(occurred_at="2020-06-21T12:14:25Z\n"))
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert "RFC 3339" in detail
+
+
+@pytest.mark.parametrize("text", [" \n\t ", "\x00\x01\x02", "\u200b\u200b"])
+def test_document_without_printable_text_is_schema_invalid(text: str) -> None:
+    doc = {
+        "type": "document",
+        "event_id": "doc-1",
+        "occurred_at": "2020-06-21T12:14:25Z",
+        "source": "test",
+        "text": text,
+    }
+    detail = _dead(decode(_encode(doc), "document", LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert "text" in detail

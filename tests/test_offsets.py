@@ -302,3 +302,15 @@ def test_committable_never_passes_an_unfinished_offset(
     assert tracker.in_flight() == 0
     for tp in PARTS:
         assert tracker.in_flight({tp}) == 0
+
+
+def test_a_record_is_resolved_only_once() -> None:
+    tracker = OffsetTracker()
+    tp = ("t", 2)
+    tracker.add(tp, 179)
+    assert tracker.resolve(tp, 179, 2)
+    assert not tracker.resolve(tp, 179, 1)  # a second decision is refused, not added
+    tracker.ack(tp, 179)
+    tracker.ack(tp, 179)
+    assert tracker.in_flight() == 0
+    assert tracker.committable() == {tp: 180}

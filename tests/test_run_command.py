@@ -153,3 +153,26 @@ def test_invalid_settings_name_the_variable(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "PROCESSOR_BATCH_SIZE" in done.stderr
+
+
+@pytest.mark.broker
+def test_sigterm_to_the_broker_command_stops_tansu_too() -> None:
+    from processor.broker import port_open
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "broker", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), 30, "the broker port")
+        time.sleep(1.0)  # let it create the topics
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not port_open("127.0.0.1", port), 15, "Tansu to release the port")

@@ -108,8 +108,9 @@ def load(folder: Path, device: torch.device = CPU) -> ModelBundle:
     manifest_path = Path(folder) / "manifest.json"
     if not manifest_path.exists():
         raise ArtifactError(
-            f"no model at {folder} (missing manifest.json): train one with "
-            f"`processor train --out {folder}` or set PROCESSOR_MODEL_DIR"
+            f"no model at {folder} (missing manifest.json): train one with `processor train "
+            f"--source sparkov data/sparkov/fraudTrain_first5039rows.csv.gz --out {folder}`, "
+            "or point PROCESSOR_MODEL_DIR at an artifact"
         )
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT:

@@ -84,6 +84,8 @@ def decode(value: bytes | None, expected_type: str, max_bytes: int) -> Decoded:
         return _dead(DeadLetterReason.NOT_JSON, f"{exc.msg} at line {exc.lineno} col {exc.colno}")
     except RecursionError:
         return _dead(DeadLetterReason.NOT_JSON, "nesting too deep")
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        return _dead(DeadLetterReason.NOT_JSON, str(exc))
     if not isinstance(data, dict):
         return _dead(
             DeadLetterReason.SCHEMA_INVALID, f"expected a JSON object, got {type(data).__name__}"

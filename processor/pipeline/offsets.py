@@ -19,6 +19,7 @@ TopicPart = tuple[str, int]
 @dataclass
 class _Partition:
     pending: dict[int, int] = field(default_factory=dict)
+    unresolved: set[int] = field(default_factory=set)
     order: deque[int] = field(default_factory=deque)
     next_commit: int | None = None
     committed: int | None = None
@@ -39,15 +40,20 @@ class OffsetTracker:
             if part.order and offset <= part.order[-1]:
                 raise ValueError(f"offset {offset} of {tp} is not above {part.order[-1]}")
             part.pending[offset] = 1
+            part.unresolved.add(offset)
             part.order.append(offset)
             self._in_flight += 1
 
     def resolve(self, tp: TopicPart, offset: int, outputs: int) -> bool:
-        """Say how many outputs the record has (0 when skipped). False if no longer tracked."""
+        """Say how many outputs the record has (0 when skipped), once.
+
+        False when the record is not tracked (its partition was revoked) or already resolved.
+        """
         with self._lock:
             part = self._parts.get(tp)
-            if part is None or offset not in part.pending:
+            if part is None or offset not in part.unresolved:
                 return False
+            part.unresolved.discard(offset)
             self._settle(part, offset, outputs - 1)
             return True
 

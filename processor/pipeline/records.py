@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -33,6 +33,7 @@ from schemas.outputs import (
 )
 
 MAX_DEAD_LETTER_VALUE = 512 * 1024
+MAX_DEAD_LETTER_KEY = 16 * 1024  # together with the value, well under 1 MB once in base64
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Origin:
     timestamp_ms: int | None
     key: bytes | None
     consumed_at: datetime
+    value: bytes | None = field(default=None, repr=False)
 
     @property
     def ref(self) -> SourceRef:
@@ -164,7 +166,12 @@ def dead_letter(
         reason=reason,
         detail=detail[:4096],
         source=origin.ref,
-        key_b64=base64.b64encode(origin.key).decode() if origin.key is not None else None,
+        key_b64=(
+            base64.b64encode(origin.key[:MAX_DEAD_LETTER_KEY]).decode()
+            if origin.key is not None
+            else None
+        ),
+        key_truncated=origin.key is not None and len(origin.key) > MAX_DEAD_LETTER_KEY,
         value_b64=base64.b64encode(kept).decode() if kept is not None else None,
         value_bytes=len(value) if value is not None else 0,
         value_truncated=value is not None and len(value) > MAX_DEAD_LETTER_VALUE,

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from pydantic import BaseModel
 
-from processor.config import Settings
+from processor.config import ConfigError, Settings
 from processor.errors import ProcessorError
 from processor.metrics import Health, Metrics
 from processor.pipeline import records
-from processor.pipeline.decode import decode
+from processor.pipeline.decode import Decoded, decode
 from processor.pipeline.offsets import OffsetTracker
 from processor.pipeline.records import Origin
-from processor.pipeline.worker import InferenceWorker, Models, Topics, WorkItem
+from processor.pipeline.worker import InferenceWorker, Models, Output, Topics, WorkItem
 from schemas import DeadLetterReason
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,7 @@ class StreamProcessor:
         self._fatal: str | None = None
         self._paused = False
         self._closing = False
+        self._rejected: set[tuple[str, int, int]] = set()
         self._last_message = time.monotonic()
         self._expected = {
             self.topics.transactions: "transaction",
@@ -98,28 +98,34 @@ class StreamProcessor:
             "error_cb": self._on_kafka_error,
             "logger": logging.getLogger("processor.kafka"),
         }
-        self.consumer = Consumer(
-            {
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "max.poll.interval.ms": 300_000,
-                **common,
-                **settings.kafka,
-                **settings.consumer_kafka,
-            }
-        )
-        self.producer = Producer(
-            {
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                **common,
-                **settings.kafka,
-                **settings.producer_kafka,
-            }
-        )
+        try:
+            self.consumer = Consumer(
+                {
+                    "group.id": settings.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "max.poll.interval.ms": 300_000,
+                    **common,
+                    **settings.kafka,
+                    **settings.consumer_kafka,
+                }
+            )
+            self.producer = Producer(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    **common,
+                    **settings.kafka,
+                    **settings.producer_kafka,
+                }
+            )
+        except KafkaException as exc:
+            raise ConfigError(
+                "librdkafka refused the client settings (PROCESSOR_KAFKA, "
+                f"PROCESSOR_CONSUMER_KAFKA, PROCESSOR_PRODUCER_KAFKA): {exc.args[0].str()}"
+            ) from None
         self.worker = InferenceWorker(
             models,
             self,
@@ -198,7 +204,7 @@ class StreamProcessor:
             self.consumer.poll(0.05)
             self.producer.poll(0.05)
         self.worker.stop()
-        self.worker.join(timeout=10)
+        self.worker.join(timeout=max(1.0, deadline - time.monotonic()))
         self.producer.flush(max(1.0, deadline - time.monotonic()))
         if self._fatal is None:
             self.commit()
@@ -232,14 +238,29 @@ class StreamProcessor:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         ts_type, ts = msg.timestamp()
         origin = Origin(
-            topic, partition, offset, ts if ts_type else None, msg.key(), records.now()
+            topic,
+            partition,
+            offset,
+            ts if ts_type else None,
+            msg.key(),
+            records.now(),
+            msg.value(),
         )
         self.tracker.add((topic, partition), offset)
         with self.stats.lock:
             self.stats.consumed[topic] += 1
         self.metrics.consumed.labels(topic).inc()
 
-        result = decode(msg.value(), self._expected[topic], self.settings.max_message_bytes)
+        try:
+            result = decode(msg.value(), self._expected[topic], self.settings.max_message_bytes)
+        except Exception as exc:  # a decoder bug must not stop the partition: dead-letter it
+            log.exception(
+                "decoding failed topic=%s partition=%d offset=%d", topic, partition, offset
+            )
+            result = Decoded(
+                reason=DeadLetterReason.SCHEMA_INVALID,
+                detail=f"unexpected decoding error {type(exc).__name__}: {exc}",
+            )
         if result.skipped:
             self.tracker.resolve((topic, partition), offset, 0)
             with self.stats.lock:
@@ -252,7 +273,7 @@ class StreamProcessor:
 
     # -- output (called by the worker) -------------------------------------------------------
 
-    def emit(self, origin: Origin, outputs: list[tuple[str, bytes | None, BaseModel]]) -> None:
+    def emit(self, origin: Origin, outputs: list[Output]) -> None:
         if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, len(outputs)):
             return  # partition revoked meanwhile: its new owner processes the record
         alerts = sum(1 for topic, _, _ in outputs if topic == self.topics.alerts)
@@ -262,8 +283,8 @@ class StreamProcessor:
         self.metrics.events.labels(origin.topic, "enriched").inc()
         if alerts:
             self.metrics.alerts.inc(alerts)
-        for topic, key, record in outputs:
-            self._produce(topic, key, record.model_dump_json().encode(), origin)
+        for topic, key, value in outputs:
+            self._produce(topic, key, value, origin)
 
     def dead(
         self, origin: Origin, value: bytes | None, reason: DeadLetterReason, detail: str
@@ -292,6 +313,9 @@ class StreamProcessor:
                 return
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self.producer.poll(0.05)
+            except KafkaException as exc:  # refused at once, e.g. larger than message.max.bytes
+                self._on_delivery(exc.args[0], topic, origin, value)
+                return
 
     def _on_delivery(
         self, err: KafkaError | None, topic: str, origin: Origin, value: bytes
@@ -313,15 +337,21 @@ class StreamProcessor:
         if topic == self.topics.dead_letters:
             self._fatal = f"the dead-letter topic refused a record: {err.str()}"
             return
-        # The output cannot be written: the input goes to the dead-letter topic instead, and its
-        # offset stays uncommitted until that record is acknowledged.
-        with self.stats.lock:
-            if topic != self.topics.alerts and self.stats.enriched[origin.topic] > 0:
+        # The output cannot be written: the input goes to the dead-letter topic instead (once,
+        # however many of its outputs fail), and its offset stays uncommitted until that record
+        # is acknowledged.
+        source = (origin.topic, origin.partition, origin.offset)
+        if source in self._rejected:
+            self.tracker.ack(tp, origin.offset)
+            return
+        self._rejected.add(source)
+        with self.stats.lock:  # its final outcome is the dead letter, even if a sibling arrived
+            if self.stats.enriched[origin.topic] > 0:
                 self.stats.enriched[origin.topic] -= 1
         self._count_dead(origin, DeadLetterReason.OUTPUT_REJECTED)
         record = records.dead_letter(
             origin,
-            None,
+            origin.value,
             DeadLetterReason.OUTPUT_REJECTED,
             f"output to {topic} ({len(value)} bytes) refused: {err.str()}",
         )
@@ -397,7 +427,8 @@ class StreamProcessor:
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
-        deadline = time.monotonic() + min(self.settings.shutdown_timeout_s, 30.0)
+        budget = 0.0 if self._closing else min(self.settings.shutdown_timeout_s, 30.0)
+        deadline = time.monotonic() + budget  # at close, the drain has had its budget already
         while self.tracker.in_flight(tps) and time.monotonic() < deadline:
             if self.worker.error is not None or self._fatal is not None:
                 break

@@ -41,8 +41,13 @@ class WorkItem:
     value: bytes
 
 
+Output = tuple[str, bytes | None, bytes]
+"""(topic, key, serialized record)"""
+Emission = tuple[Origin, list[Output]]
+
+
 class Sink(Protocol):
-    def emit(self, origin: Origin, outputs: list[tuple[str, bytes | None, BaseModel]]) -> None: ...
+    def emit(self, origin: Origin, outputs: list[Output]) -> None: ...
 
     def dead(
         self, origin: Origin, value: bytes, reason: DeadLetterReason, detail: str
@@ -106,6 +111,7 @@ class InferenceWorker(threading.Thread):
         self.error: BaseException | None = None
 
     def stop(self) -> None:
+        """Stop after the batch in hand; what is still queued is abandoned (not committed)."""
         self._stop_event.set()
 
     def idle(self) -> bool:
@@ -113,7 +119,7 @@ class InferenceWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not (self._stop_event.is_set() and self.idle()):
+            while not self._stop_event.is_set():
                 batch = self._next_batch()
                 if not batch:
                     continue
@@ -189,10 +195,14 @@ class InferenceWorker(threading.Thread):
         if documents:
             self._isolating(documents, self._documents)
 
-    def _isolating(self, items: list[WorkItem], run: Callable[[list[WorkItem]], None]) -> None:
-        """Run a batch; on failure split it until the failing events are found."""
+    def _isolating(self, items: list[WorkItem], run: Callable[[list[WorkItem]], list]) -> None:
+        """Run a batch; on failure split it until the failing events are found.
+
+        ``run`` builds every output of the batch before anything is emitted, so a failure never
+        leaves part of a batch sent: a retried half is never sent twice.
+        """
         try:
-            run(items)
+            emissions = run(items)
         except Exception as exc:
             if len(items) == 1:
                 item = items[0]
@@ -209,8 +219,11 @@ class InferenceWorker(threading.Thread):
             half = len(items) // 2
             self._isolating(items[:half], run)
             self._isolating(items[half:], run)
+            return
+        for origin, outputs in emissions:
+            self.sink.emit(origin, outputs)
 
-    def _transactions(self, items: list[WorkItem]) -> None:
+    def _transactions(self, items: list[WorkItem]) -> list[Emission]:
         started = time.perf_counter()
         events = [i.event for i in items]
         bundle = self.models.bundle
@@ -226,6 +239,7 @@ class InferenceWorker(threading.Thread):
         self.metrics.inference.labels("transaction").observe(elapsed)
 
         info = self.models.info
+        emissions: list[Emission] = []
         for row, item in enumerate(items):
             record = records.enriched_transaction(
                 item.event,
@@ -239,14 +253,13 @@ class InferenceWorker(threading.Thread):
                 elapsed * 1000,
             )
             key = item.event.account_id.encode()
-            outputs: list[tuple[str, bytes | None, BaseModel]] = [
-                (self.topics.transactions_enriched, key, record)
-            ]
+            outputs = [(self.topics.transactions_enriched, key, _json(record))]
             if record.anomaly.is_anomaly:
-                outputs.append((self.topics.alerts, key, records.alert(record)))
-            self.sink.emit(item.origin, outputs)
+                outputs.append((self.topics.alerts, key, _json(records.alert(record))))
+            emissions.append((item.origin, outputs))
+        return emissions
 
-    def _documents(self, items: list[WorkItem]) -> None:
+    def _documents(self, items: list[WorkItem]) -> list[Emission]:
         started = time.perf_counter()
         texts = [i.event.text for i in items]
         vectors = self.models.embedder.embed_documents(texts, max_chunks=self.max_chunks)
@@ -257,6 +270,7 @@ class InferenceWorker(threading.Thread):
         self.metrics.inference.labels("document").observe(elapsed)
 
         info = self.models.info
+        emissions: list[Emission] = []
         for row, item in enumerate(items):
             record = records.enriched_document(
                 item.event,
@@ -269,4 +283,9 @@ class InferenceWorker(threading.Thread):
                 elapsed * 1000,
             )
             key = (item.event.entity_id or item.event.event_id).encode()
-            self.sink.emit(item.origin, [(self.topics.documents_enriched, key, record)])
+            emissions.append((item.origin, [(self.topics.documents_enriched, key, _json(record))]))
+        return emissions
+
+
+def _json(record: BaseModel) -> bytes:
+    return record.model_dump_json().encode()

@@ -1,0 +1,94 @@
+"""Records that once crashed or stalled the processor: each must end up accounted for."""
+
+from __future__ import annotations
+
+import base64
+import json
+from itertools import islice
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from processor.broker import ensure_topics
+from processor.pipeline.worker import Models
+from processor.reader import read_topic
+from processor.replay import replay
+from processor.sources import open_source
+from tests.conftest import SPARKOV_STREAM
+from tests.pipeline_helpers import fresh_topics, settings_for, start_processor
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def committed_total(broker: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
+    try:
+        count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        parts = consumer.committed([TopicPartition(topic, p) for p in range(count)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in parts)
+    finally:
+        consumer.close()
+
+
+def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
+    broker: str, model_dir: Path, bundle, embedder, device
+) -> None:
+    topics = fresh_topics()
+    settings = settings_for(broker, topics, model_dir)
+    ensure_topics(broker, topics.all(), partitions=3)
+    good = list(islice(open_source("sparkov", SPARKOV_STREAM), 30))
+    poison = [
+        (b"k" * 900_000, b"not json"),  # a key too large to copy whole into a dead letter
+        (b"big-int", b'{"amount": ' + b"9" * 5000 + b"}"),  # more digits than Python converts
+        (
+            b"exp",
+            json.dumps({**good[0].event, "event_id": "exp-1"})
+            .replace('"amount": "2.86"', '"amount": 1E+2000000')
+            .encode(),
+        ),
+    ]
+    replay(
+        good[:15],
+        topics.transactions,
+        {"bootstrap.servers": broker},
+        progress=False,
+        extra_records=poison,
+    )
+    replay(good[15:], topics.transactions, {"bootstrap.servers": broker}, progress=False)
+
+    running = start_processor(settings, Models(embedder, bundle, device))
+    running.wait_done(len(good) + len(poison), timeout=120)
+    stats = running.stop().as_dict()
+
+    assert stats["enriched"] == len(good)
+    assert stats["dead_lettered"] == len(poison)
+    dead = [json.loads(r.value) for r in read_topic(broker, topics.dead_letters)]
+    truncated = [d for d in dead if d["key_truncated"]]
+    assert len(truncated) == 1
+    assert base64.b64decode(truncated[0]["key_b64"]) == b"k" * len(
+        base64.b64decode(truncated[0]["key_b64"])
+    )
+    assert sorted(d["reason"] for d in dead) == ["not_json", "not_json", "schema_invalid"]
+    assert committed_total(broker, settings.group_id, topics.transactions) == 33
+
+
+def test_outputs_the_broker_refuses_become_dead_letters_and_offsets_still_commit(
+    broker: str, model_dir: Path, bundle, embedder, device
+) -> None:
+    topics = fresh_topics()
+    settings = settings_for(broker, topics, model_dir, producer_kafka={"message.max.bytes": 4000})
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 20))
+    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
+
+    running = start_processor(settings, Models(embedder, bundle, device))
+    running.wait_done(len(events), timeout=120)
+    stats = running.stop().as_dict()
+
+    assert stats["consumed"] == 20 and stats["enriched"] == 0 and stats["dead_lettered"] == 20
+    dead = [json.loads(r.value) for r in read_topic(broker, topics.dead_letters)]
+    assert [d["reason"] for d in dead] == ["output_rejected"] * 20
+    originals = {json.loads(base64.b64decode(d["value_b64"]))["event_id"] for d in dead}
+    assert originals == {e.event["event_id"] for e in events}
+    assert list(read_topic(broker, topics.transactions_enriched)) == []
+    assert committed_total(broker, settings.group_id, topics.transactions) == 20
