@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     create_topics: bool = Field(
         default=False, description="create missing topics at start (always on when embedded)"
     )
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        default="at-least-once",
+        description="exactly-once: one Kafka transaction per batch, offsets inside it",
+    )
+    transactional_id: str = Field(
+        default="",
+        description="exactly-once: the producer's transactional.id (default: "
+        "group id, host name and process id)",
+    )
+    transaction_timeout_s: float = Field(default=30.0, gt=0, le=900)
     model_dir: Path = Path("artifacts/model")
     device: Literal["auto", "cuda", "cpu"] = "auto"
     batch_size: int = Field(default=256, ge=1, le=65536)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -89,6 +91,8 @@ class StreamProcessor:
         self._closing = False
         self._rejected: set[tuple[str, int, int]] = set()
         self._last_message = time.monotonic()
+        self.eos = settings.delivery == "exactly-once"
+        self._group_metadata = None
         self._expected = {
             self.topics.transactions: "transaction",
             self.topics.documents: "document",
@@ -106,6 +110,7 @@ class StreamProcessor:
                     "auto.offset.reset": "earliest",
                     "partition.assignment.strategy": "cooperative-sticky",
                     "max.poll.interval.ms": 300_000,
+                    "isolation.level": "read_committed",
                     **common,
                     **settings.kafka,
                     **settings.consumer_kafka,
@@ -116,6 +121,7 @@ class StreamProcessor:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 5,
+                    **self._transactional(settings),
                     **common,
                     **settings.kafka,
                     **settings.producer_kafka,
@@ -145,6 +151,16 @@ class StreamProcessor:
         )
         self.health.model_loaded = True
 
+    @staticmethod
+    def _transactional(settings: Settings) -> dict:
+        if settings.delivery != "exactly-once":
+            return {}
+        default = f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}"
+        return {
+            "transactional.id": settings.transactional_id or default,
+            "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
+        }
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -161,6 +177,9 @@ class StreamProcessor:
         log.info(
             "processor started group=%s inputs=%s", self.settings.group_id, self.topics.inputs()
         )
+        if self.eos:
+            self.producer.init_transactions(self.settings.transaction_timeout_s)
+            log.info("exactly-once: transactional producer ready, one transaction per batch")
         self.worker.start()
         next_commit = next_lag = time.monotonic()
         try:
@@ -169,6 +188,8 @@ class StreamProcessor:
                 room = self.settings.max_in_flight - self.tracker.in_flight()
                 for msg in self.consumer.consume(max(1, min(MAX_POLL_BATCH, room)), 0.05):
                     self._on_message(msg)
+                if self.eos:  # read here: the call blocks while another thread polls
+                    self._group_metadata = self.consumer.consumer_group_metadata()
                 self.producer.poll(0)
                 self._backpressure()
                 now = time.monotonic()
@@ -266,12 +287,53 @@ class StreamProcessor:
             with self.stats.lock:
                 self.stats.skipped[topic] += 1
             self.metrics.events.labels(topic, "skipped").inc()
+        elif result.reason is not None and self.eos:  # written in the worker's transaction
+            self.worker.queue.put(
+                WorkItem(origin, None, msg.value(), dead=(result.reason, result.detail))
+            )
         elif result.reason is not None:
             self.dead(origin, msg.value(), result.reason, result.detail)
         else:
             self.worker.queue.put(WorkItem(origin, result.event, msg.value()))
 
     # -- output (called by the worker) -------------------------------------------------------
+
+    def batch_started(self) -> None:
+        if self.eos:
+            self.producer.begin_transaction()
+
+    def batch_finished(self) -> None:
+        """Exactly-once: the batch's outputs and its input offsets commit atomically."""
+        if not self.eos:
+            return
+        try:
+            self.producer.flush(self.settings.transaction_timeout_s)  # delivery reports -> acks
+            offsets = self.tracker.committable()
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    self._group_metadata,
+                    self.settings.transaction_timeout_s,
+                )
+            self.producer.commit_transaction(self.settings.transaction_timeout_s)
+        except KafkaException as exc:
+            self._abort(exc)
+            return
+        self.tracker.mark_committed(offsets)
+        self.metrics.commits.inc()
+
+    def _abort(self, exc: KafkaException) -> None:
+        self.metrics.commit_failures.inc()
+        try:
+            self.producer.abort_transaction(self.settings.transaction_timeout_s)
+        except KafkaException:
+            pass
+        # Rewinding every partition under a running consumer is not built: stop, and let the
+        # restart resume from the last committed transaction (nothing of this one is visible).
+        self._fatal = (
+            f"transaction aborted ({exc.args[0].str()}); restart to resume from the last "
+            "committed transaction"
+        )
 
     def emit(self, origin: Origin, outputs: list[Output]) -> None:
         if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, len(outputs)):
@@ -362,6 +424,8 @@ class StreamProcessor:
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
     def commit(self, only: set[tuple[str, int]] | None = None) -> None:
+        if self.eos:
+            return  # offsets are committed inside each batch's transaction
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
@@ -423,6 +487,8 @@ class StreamProcessor:
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
         self.health.assignment_held = True
+        if self.eos:  # the new generation, before any record of it reaches the worker
+            self._group_metadata = consumer.consumer_group_metadata()
         log.info("partitions assigned %s", _describe(partitions))
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:

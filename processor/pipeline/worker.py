@@ -36,9 +36,13 @@ CHARS_PER_TOKEN = 4
 
 @dataclass(frozen=True)
 class WorkItem:
+    """A validated event to run through the models, or (exactly-once mode) a record already
+    judged a dead letter, which must be written inside the worker's transaction."""
+
     origin: Origin
-    event: TransactionV1 | DocumentV1
-    value: bytes
+    event: TransactionV1 | DocumentV1 | None
+    value: bytes | None
+    dead: tuple[DeadLetterReason, str] | None = None
 
 
 Output = tuple[str, bytes | None, bytes]
@@ -47,6 +51,10 @@ Emission = tuple[Origin, list[Output]]
 
 
 class Sink(Protocol):
+    def batch_started(self) -> None: ...
+
+    def batch_finished(self) -> None: ...
+
     def emit(self, origin: Origin, outputs: list[Output]) -> None: ...
 
     def dead(
@@ -125,7 +133,9 @@ class InferenceWorker(threading.Thread):
                     continue
                 self._busy.set()
                 try:
+                    self.sink.batch_started()
                     self._handle(batch)
+                    self.sink.batch_finished()
                 finally:
                     self._busy.clear()
         except BaseException as exc:  # the service sees this and stops
@@ -188,6 +198,9 @@ class InferenceWorker(threading.Thread):
         if self.delay_s:
             time.sleep(self.delay_s)
         live = [item for item in batch if self.is_live(item.origin)]
+        for item in live:
+            if item.dead is not None:
+                self.sink.dead(item.origin, item.value, *item.dead)
         transactions = [i for i in live if isinstance(i.event, TransactionV1)]
         documents = [i for i in live if isinstance(i.event, DocumentV1)]
         if transactions:
