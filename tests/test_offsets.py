@@ -203,13 +203,14 @@ def test_in_flight_counts_per_partition_set() -> None:
 
 
 @pytest.mark.parametrize("offset", [4, 3])
-def test_adding_non_increasing_offset_raises(offset: int) -> None:
+def test_an_offset_going_back_restarts_tracking_of_that_partition(offset: int) -> None:
     tracker = _tracker_with(TP, [4])
 
-    with pytest.raises(ValueError, match="not above"):
-        tracker.add(TP, offset)
+    assert tracker.add(TP, offset) == 1  # the log was reset under us: 4 is abandoned
 
     assert tracker.in_flight() == 1
+    assert tracker.resolve(TP, offset, 0)
+    assert tracker.committable() == {TP: offset + 1}
 
 
 def test_offsets_may_have_gaps() -> None:

@@ -33,16 +33,25 @@ class OffsetTracker:
         self._parts: dict[TopicPart, _Partition] = {}
         self._in_flight = 0
 
-    def add(self, tp: TopicPart, offset: int) -> None:
-        """Track a consumed record; it is unresolved until ``resolve`` is called."""
+    def add(self, tp: TopicPart, offset: int) -> int:
+        """Track a consumed record; it is unresolved until ``resolve`` is called.
+
+        An offset not above the last one tracked means the partition's log was reset under the
+        consumer (topic recreated, offset out of range, broker state lost): what was tracked
+        for it is abandoned and tracking starts again. Returns how many records were abandoned.
+        """
         with self._lock:
             part = self._parts.setdefault(tp, _Partition())
+            abandoned = 0
             if part.order and offset <= part.order[-1]:
-                raise ValueError(f"offset {offset} of {tp} is not above {part.order[-1]}")
+                abandoned = len(part.order)
+                self._in_flight -= abandoned
+                part = self._parts[tp] = _Partition()
             part.pending[offset] = 1
             part.unresolved.add(offset)
             part.order.append(offset)
             self._in_flight += 1
+            return abandoned
 
     def resolve(self, tp: TopicPart, offset: int, outputs: int) -> bool:
         """Say how many outputs the record has (0 when skipped), once.

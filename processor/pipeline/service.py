@@ -267,7 +267,16 @@ class StreamProcessor:
             records.now(),
             msg.value(),
         )
-        self.tracker.add((topic, partition), offset)
+        abandoned = self.tracker.add((topic, partition), offset)
+        if abandoned:
+            log.warning(
+                "offsets went back: log reset under the consumer topic=%s partition=%d "
+                "offset=%d abandoned=%d",
+                topic,
+                partition,
+                offset,
+                abandoned,
+            )
         with self.stats.lock:
             self.stats.consumed[topic] += 1
         self.metrics.consumed.labels(topic).inc()
