@@ -21,6 +21,7 @@ COMMANDS = {
     "train": ("processor.train", "fit the anomaly model on history and write an artifact"),
     "evaluate": ("processor.evaluate", "score a labelled file; ROC-AUC, AP, precision/recall"),
     "replay": ("processor.replay", "produce a real data file to a topic, rate-limited"),
+    "chaos": ("processor.chaos", "crash harness: SIGKILL the processor mid-stream, count losses"),
     "bench": ("processor.bench", "model throughput per device (CPU and CUDA side by side)"),
     "broker": ("processor.cli", "start the embedded Kafka-compatible broker and the topics"),
     "schemas": ("processor.cli", "write the JSON Schemas of every event and output"),

@@ -7,6 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer, TopicPartition
+
 from processor.broker import ensure_topics
 from processor.config import Settings, Topics
 from processor.metrics import Health, Metrics
@@ -84,3 +86,14 @@ def start_processor(settings: Settings, models: Models) -> Running:
     thread = threading.Thread(target=target, name="processor-under-test", daemon=True)
     thread.start()
     return Running(processor, thread, result)
+
+
+def committed_total(broker: str, group: str, topic: str) -> int:
+    """Sum over the topic's partitions of the group's committed offsets (dense 0-based logs)."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
+    try:
+        count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        parts = consumer.committed([TopicPartition(topic, p) for p in range(count)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in parts)
+    finally:
+        consumer.close()

@@ -13,7 +13,6 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from processor.broker import ensure_topics
 from processor.pipeline.worker import Models
@@ -21,21 +20,11 @@ from processor.reader import read_topic
 from processor.replay import replay
 from processor.sources import open_source
 from tests.conftest import ROOT, SPARKOV_STREAM
-from tests.pipeline_helpers import fresh_topics, settings_for, start_processor
+from tests.pipeline_helpers import committed_total, fresh_topics, settings_for, start_processor
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 MALFORMED = [(b"bad-1", b"{nope"), (b"bad-2", b"\xff"), (b"tomb", None)]
-
-
-def committed(broker: str, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
-    try:
-        count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        parts = consumer.committed([TopicPartition(topic, p) for p in range(count)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in parts)
-    finally:
-        consumer.close()
 
 
 def test_each_output_is_written_once_with_its_offsets_in_the_same_transaction(
@@ -57,7 +46,7 @@ def test_each_output_is_written_once_with_its_offsets_in_the_same_transaction(
     running.wait_done(len(events) + len(MALFORMED), timeout=120)
     # a tombstone alone after the last batch may wait for the next transaction; all else is in
     deadline = time.monotonic() + 20
-    while committed(broker, settings.group_id, topics.transactions) < len(events) + 2:
+    while committed_total(broker, settings.group_id, topics.transactions) < len(events) + 2:
         assert time.monotonic() < deadline, "offsets never committed in a transaction"
         time.sleep(0.5)
     stats = running.stop().as_dict()
@@ -100,7 +89,7 @@ def test_sigkill_mid_run_neither_loses_nor_duplicates(broker: str, model_dir: Pa
         )
 
     def progress() -> int:
-        return committed(broker, "test-eos-kill", topics.transactions)
+        return committed_total(broker, "test-eos-kill", topics.transactions)
 
     proc = start()
     deadline = time.monotonic() + 120

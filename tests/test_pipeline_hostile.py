@@ -8,7 +8,6 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from processor.broker import ensure_topics
 from processor.pipeline.worker import Models
@@ -16,19 +15,9 @@ from processor.reader import read_topic
 from processor.replay import replay
 from processor.sources import open_source
 from tests.conftest import SPARKOV_STREAM
-from tests.pipeline_helpers import fresh_topics, settings_for, start_processor
+from tests.pipeline_helpers import committed_total, fresh_topics, settings_for, start_processor
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-def committed_total(broker: str, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": group})
-    try:
-        count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        parts = consumer.committed([TopicPartition(topic, p) for p in range(count)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in parts)
-    finally:
-        consumer.close()
 
 
 def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
