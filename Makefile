@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint schemas fdh-benchmark clean
+.PHONY: setup demo test test-fast lint schemas fdh-benchmark chaos clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ schemas: setup
 fdh-benchmark: setup
 	$(BIN)/processor evaluate --protocol fdh ../shared/data/fdh-simulated-transactions \
 		--json runs/fdh-benchmark.json
+
+# The crash harness (about 10 minutes on 2 cores, so not part of `make test`): SIGKILL
+# `processor run` 10 times per delivery mode while 20,000 real transactions stream through.
+chaos: setup
+	$(BIN)/processor chaos --json runs/chaos.json
 
 clean:
 	rm -rf $(VENV) runs artifacts .pytest_cache

@@ -27,6 +27,7 @@ def load_models(settings: Settings) -> Models:
 
 def serve(settings: Settings, models: Models | None = None) -> RunStats:
     """Run the processor until SIGTERM/SIGINT (or, if so set, until the input is drained)."""
+    stop_requested = _install_signal_handlers()
     metrics, health = Metrics(), Health()
     server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port).start()
     broker = None
@@ -44,7 +45,9 @@ def serve(settings: Settings, models: Models | None = None) -> RunStats:
             models.bundle.version, models.embedder.name, str(models.device.device)
         ).set(1)
         processor = StreamProcessor(settings, bootstrap, models, metrics, health)
-        _install_signal_handlers(processor)
+        stop_requested["processor"] = processor
+        if stop_requested.get("early"):
+            processor.stop()  # a signal came while loading: start, then drain at once
         return processor.run()
     finally:
         server.stop()
@@ -52,16 +55,23 @@ def serve(settings: Settings, models: Models | None = None) -> RunStats:
             broker.stop()
 
 
-def _install_signal_handlers(processor: StreamProcessor) -> None:
+def _install_signal_handlers() -> dict:
+    """SIGTERM/SIGINT drain the processor; one that comes before it exists is remembered."""
+    state: dict = {}
+
     def handle(signum: int, frame: object) -> None:
         log.info("signal received signal=%s: draining", signal.Signals(signum).name)
-        processor.stop()
+        if "processor" in state:
+            state["processor"].stop()
+        else:
+            state["early"] = True
 
     try:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
     except ValueError:  # not the main thread (tests run the processor in a thread)
         pass
+    return state
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -331,6 +331,13 @@ class StreamProcessor:
         self.tracker.mark_committed(offsets)
         self.metrics.commits.inc()
 
+    def idle_tick(self) -> None:
+        """Exactly-once, worker idle: commit offsets resolved without a batch (e.g. tombstones)
+        in a transaction of their own."""
+        if self.eos and self._fatal is None and self.tracker.committable():
+            self.batch_started()
+            self.batch_finished()
+
     def _abort(self, exc: KafkaException) -> None:
         self.metrics.commit_failures.inc()
         try:

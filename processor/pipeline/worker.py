@@ -55,6 +55,8 @@ class Sink(Protocol):
 
     def batch_finished(self) -> None: ...
 
+    def idle_tick(self) -> None: ...
+
     def emit(self, origin: Origin, outputs: list[Output]) -> None: ...
 
     def dead(
@@ -130,6 +132,7 @@ class InferenceWorker(threading.Thread):
             while not self._stop_event.is_set():
                 batch = self._next_batch()
                 if not batch:
+                    self.sink.idle_tick()
                     continue
                 self._busy.set()
                 try:
@@ -138,6 +141,7 @@ class InferenceWorker(threading.Thread):
                     self.sink.batch_finished()
                 finally:
                     self._busy.clear()
+            self.sink.idle_tick()  # a last chance for offsets resolved without a batch
         except BaseException as exc:  # the service sees this and stops
             log.exception("inference worker died")
             self.error = exc

@@ -1,0 +1,735 @@
+"""`processor chaos`: SIGKILL the real `processor run` at random moments, then check delivery.
+
+Per delivery mode, on a fresh embedded broker (topics with 6 partitions):
+
+1. produce part of the events to ``transactions.raw`` up front, and the rest from a producer
+   thread at a steady rate while the processor runs (real sparkov transactions; a row used
+   again gets a ``-r<round>`` suffix on its event id, so every event id is unique);
+2. start ``python -m processor run`` as a subprocess configured by environment variables only,
+   let it take its partitions and make progress for a random time, SIGKILL it, restart it;
+   ``--kills`` times (seeded, ``--seed``);
+3. start it once more and let it run until every input offset is committed for the group
+   (compared with the offsets the harness produced, not the broker's high watermarks), then
+   SIGTERM it;
+4. read ``transactions.enriched``, ``events.dlq`` and ``alerts`` back (read committed) and count
+   losses and duplicates per event id (:mod:`processor.checker`).
+
+At-least-once must show no loss; exactly-once no loss and no duplicate. The exit status is 1
+when a guarantee is broken or the processor stalled, exited by itself or did not stop cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from processor import checker
+from processor.broker import EmbeddedBroker, ensure_topics, free_port
+from processor.config import Topics
+from processor.replay import encode_event
+from processor.sources import SourceEvent, open_source
+
+ROOT = Path(__file__).resolve().parent.parent
+SPARKOV = ROOT / "data" / "sparkov"
+STREAM_FILES = [
+    SPARKOV / "fraudTest_first5116rows.csv.gz",
+    SPARKOV / "fraudTrain_first5039rows.csv.gz",
+    SPARKOV / "fraudTest_1072fraud_1072normal.csv.gz",
+]
+HISTORY = SPARKOV / "fraudTrain_first5039rows.csv.gz"
+MODES = ("at-least-once", "exactly-once")
+READY_MARK = "partitions assigned"
+POLL_S = 0.5
+
+
+class HarnessError(Exception):
+    """The harness itself could not run (broker, training, producing); not a verdict."""
+
+
+class CrashLoop(Exception):
+    """The processor keeps exiting by itself: the mode stops and is judged on what it did."""
+
+
+def exactly_once_available() -> bool:
+    """Whether this processor has a ``delivery`` setting (checked now, not at import)."""
+    from processor.config import Settings
+
+    return "delivery" in Settings.model_fields
+
+
+def say(mode: str, text: str) -> None:
+    print(f"[{mode}] {text}", flush=True)
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def build_events(count: int) -> list[SourceEvent]:
+    """``count`` real sparkov transactions with unique ids: a reused row gets ``-r<round>``."""
+    rows = [e for path in STREAM_FILES for e in open_source("sparkov", path)]
+    used: Counter = Counter()
+    events = []
+    for i in range(count):
+        row = rows[i % len(rows)]
+        original = row.event["event_id"]
+        round_ = used[original]
+        used[original] += 1
+        if round_:
+            event = {**row.event, "event_id": f"{original}-r{round_}"}
+            row = SourceEvent(event, row.key, row.label)
+        events.append(row)
+    return events
+
+
+class Feeder:
+    """Produces events to the input topic and remembers what the broker acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "log.connection.close": False,
+            }
+        )
+        self.lock = threading.Lock()
+        self.acked: list[str] = []
+        self.ends: dict[int, int] = {}  # partition -> one past the highest acknowledged offset
+        self.failed: list[str] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _on_delivery(self, event_id: str):
+        def report(err, msg) -> None:
+            with self.lock:
+                if err is not None:
+                    self.failed.append(f"{event_id}: {err.str()}")
+                    return
+                self.acked.append(event_id)
+                end = msg.offset() + 1
+                if end > self.ends.get(msg.partition(), 0):
+                    self.ends[msg.partition()] = end
+
+        return report
+
+    def send(self, events: list[SourceEvent], rate: float | None = None) -> None:
+        """Produce ``events`` (paced to ``rate`` per second when given) and wait for all acks."""
+        started = time.monotonic()
+        for n, item in enumerate(events):
+            if rate:
+                while (wait := started + n / rate - time.monotonic()) > 0:
+                    self.producer.poll(min(wait, 0.1))
+            value = encode_event(item.event)
+            report = self._on_delivery(item.event["event_id"])
+            while True:
+                try:
+                    self.producer.produce(
+                        self.topic, value=value, key=item.key.encode(), on_delivery=report
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+        left = self.producer.flush(120)
+        if left:
+            with self.lock:
+                self.failed.append(f"{left} records not acknowledged within 120 s")
+
+    def start(self, events: list[SourceEvent], rate: float | None) -> None:
+        def target() -> None:
+            try:
+                self.send(events, rate)
+            except BaseException as exc:  # reported by the harness
+                self.error = exc
+            finally:
+                self.done.set()
+
+        self._thread = threading.Thread(target=target, name="chaos-feeder", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> tuple[int, dict[int, int]]:
+        with self.lock:
+            return len(self.acked), dict(self.ends)
+
+
+class GroupOffsets:
+    """The group's committed offsets of the input topic (OffsetFetch; never joins the group)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "log.connection.close": False,
+            }
+        )
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.last: dict[int, int] = {}
+
+    def committed(self) -> dict[int, int]:
+        try:
+            tps = self.consumer.committed(self.tps, timeout=10)
+            self.last = {tp.partition: max(tp.offset, 0) for tp in tps}
+        except KafkaException:
+            pass  # coordinator busy (rebalance): keep the last answer
+        return self.last
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+# -- the processor under test --------------------------------------------------------------
+
+
+@dataclass
+class Incarnation:
+    """One `processor run` process."""
+
+    number: int
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    ready_at: float | None = None
+    _log: object = field(default=None, repr=False)
+    _seen: int = 0
+
+    def start(self) -> Incarnation:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in wait_exit)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "processor", "run"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.started = time.monotonic()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """True once the log says it holds at least one partition."""
+        if self.ready_at is None:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if READY_MARK in line and "(none)" not in line:
+                    self.ready_at = time.monotonic()
+                    break
+        return self.ready_at is not None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.wait_exit(30)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def processor_env(bootstrap: str, model_dir: Path, group: str, mode: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSOR_")}
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "PROCESSOR_BOOTSTRAP_SERVERS": bootstrap,
+            "PROCESSOR_MODEL_DIR": str(model_dir.resolve()),
+            "PROCESSOR_GROUP_ID": group,
+            "PROCESSOR_METRICS_PORT": "0",
+            "PROCESSOR_CONSUMER_KAFKA": '{"session.timeout.ms": 6000}',
+            "PROCESSOR_EMBEDDING_ENCODING": "none",
+            "PROCESSOR_LOG_LEVEL": "INFO",
+        }
+    )
+    if exactly_once_available():
+        env["PROCESSOR_DELIVERY"] = mode
+    return env
+
+
+# -- one mode ------------------------------------------------------------------------------
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    args: argparse.Namespace
+    model_dir: Path
+    events: list[SourceEvent]
+    rng: random.Random
+    problems: list[str] = field(default_factory=list)
+    incarnations: list[dict] = field(default_factory=list)
+    crashes: int = 0
+    unexpected_exits: int = 0
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        args = self.args
+        topics = Topics()
+        logs = args.workdir / "logs" / self.mode
+        logs.mkdir(parents=True, exist_ok=True)
+        with EmbeddedBroker(free_port(), log_file=logs / "broker.log") as broker:
+            bootstrap = broker.bootstrap_servers
+            ensure_topics(bootstrap, topics.all(), args.partitions)
+            say(self.mode, f"broker at {bootstrap}; topics with {args.partitions} partitions")
+            feeder = Feeder(bootstrap, topics.transactions)
+            preload = int(len(self.events) * args.preload)
+            feeder.send(self.events[:preload])
+            if feeder.failed:
+                raise HarnessError(f"producing the input failed: {feeder.failed[:3]}")
+            say(
+                self.mode,
+                f"pre-loaded {preload} events; {len(self.events) - preload} more follow at "
+                f"{args.rate:g}/s while the processor runs",
+            )
+            feeder.start(self.events[preload:], args.rate)
+            group = f"chaos-{self.mode}"
+            offsets = GroupOffsets(bootstrap, group, topics.transactions, args.partitions)
+            env = processor_env(bootstrap, self.model_dir, group, self.mode)
+            try:
+                self._kill_phase(env, logs, feeder, offsets)
+                completed = self._final_phase(env, logs, feeder, offsets)
+            except CrashLoop as exc:
+                self.problems.append(str(exc))
+                completed = False
+            finally:
+                offsets.close()
+            feeder.done.wait()
+            if feeder.error is not None or feeder.failed:
+                raise HarnessError(f"producing the input failed: {feeder.error or feeder.failed}")
+            say(self.mode, "reading the outputs back (read committed) ...")
+            result = checker.check(bootstrap, feeder.acked, topics, timeout=args.read_timeout)
+        wall = time.monotonic() - started
+        ok = result.holds(self.mode) and completed and not self.problems
+        if not result.holds(self.mode):
+            self.problems.append(
+                f"guarantee broken: {result.losses} lost, {result.duplicates} duplicated, "
+                f"{result.unexpected} unexpected ids"
+            )
+        return {
+            "mode": self.mode,
+            "ok": ok,
+            "events_sent": result.sent,
+            "crashes": self.crashes,
+            "kills_with_backlog": sum(
+                1
+                for i in self.incarnations
+                if i["end"] == "SIGKILL" and i["committed_at_end"] < i["produced_at_end"]
+            ),
+            "losses": result.losses,
+            "duplicates": result.duplicates,
+            "wall_seconds": round(wall, 1),
+            "unexpected_exits": self.unexpected_exits,
+            "all_committed": completed,
+            "problems": self.problems,
+            "check": result.as_dict(),
+            "incarnations": self.incarnations,
+        }
+
+    def _start(self, env: dict, logs: Path) -> Incarnation:
+        number = len(self.incarnations) + 1
+        proc = Incarnation(number, logs / f"run-{number:02d}.log", env).start()
+        return proc
+
+    def _wait_ready(self, proc: Incarnation) -> bool:
+        deadline = time.monotonic() + self.args.ready_timeout
+        while time.monotonic() < deadline:
+            if not proc.alive() or proc.ready():
+                break
+            time.sleep(0.2)
+        return proc.ready() and proc.alive()
+
+    def _record(self, proc: Incarnation, how: str, committed: int, produced: int, **extra):
+        ready_s = proc.ready_at - proc.started if proc.ready_at else None
+        self.incarnations.append(
+            {
+                "number": proc.number,
+                "pid": proc.pid,
+                "end": how,
+                "ready_s": round(ready_s, 1) if ready_s is not None else None,
+                "uptime_s": round(time.monotonic() - proc.started, 1),
+                "committed_at_end": committed,
+                "produced_at_end": produced,
+                "log": str(proc.log_path),
+                **extra,
+            }
+        )
+
+    def _exited(self, proc: Incarnation, produced: int, committed: int) -> None:
+        code = proc.wait_exit(5)
+        self.unexpected_exits += 1
+        self.problems.append(
+            f"run #{proc.number} (pid {proc.pid}) exited by itself with code {code}; "
+            f"log {proc.log_path}"
+        )
+        say(self.mode, f"run #{proc.number} EXITED by itself (code {code}):\n{proc.tail()}")
+        self._record(proc, f"exited {code}", committed, produced)
+        if self.unexpected_exits >= 3:
+            raise CrashLoop(
+                f"crash loop: the processor exited by itself {self.unexpected_exits} times"
+            )
+
+    def _kill_phase(self, env: dict, logs: Path, feeder: Feeder, offsets: GroupOffsets) -> None:
+        args = self.args
+        while self.crashes < args.kills:
+            proc = self._start(env, logs)
+            before = sum(offsets.committed().values())
+            if not self._wait_ready(proc):
+                produced = feeder.snapshot()[0]
+                if not proc.alive():
+                    self._exited(proc, produced, before)
+                    continue
+                self.problems.append(
+                    f"run #{proc.number} held no partition {args.ready_timeout:.0f} s after start"
+                )
+                say(self.mode, f"run #{proc.number} NOT READY after {args.ready_timeout:.0f} s")
+            uptime = self.rng.uniform(args.min_uptime, args.max_uptime)
+            produced, done = feeder.snapshot()[0], before
+            kill_at = (proc.ready_at or time.monotonic()) + uptime
+            progress_deadline = kill_at + args.stall_timeout
+            while proc.alive():
+                now = time.monotonic()
+                produced, ends = feeder.snapshot()
+                committed = offsets.committed()
+                done = sum(committed.values())
+                caught_up = all(committed.get(p, 0) >= e for p, e in ends.items())
+                if now >= kill_at and (done > before or caught_up):
+                    break
+                if now >= progress_deadline:
+                    self.problems.append(
+                        f"run #{proc.number}: no offset committed for {args.stall_timeout:.0f} s "
+                        f"after the kill was due (stall); committed {done} of {produced}"
+                    )
+                    say(self.mode, f"run #{proc.number} STALLED at {done}/{produced} committed")
+                    break
+                time.sleep(POLL_S)
+            if not proc.alive():
+                self._exited(proc, produced, done)
+                continue
+            proc.kill()
+            self.crashes += 1
+            self._record(proc, "SIGKILL", done, produced, planned_uptime_s=round(uptime, 1))
+            say(
+                self.mode,
+                f"kill {self.crashes}/{args.kills}: SIGKILL run #{proc.number} (pid {proc.pid}) "
+                f"{time.monotonic() - proc.started:.1f} s after start; committed {done} of "
+                f"{produced} produced so far",
+            )
+
+    def _final_phase(self, env: dict, logs: Path, feeder: Feeder, offsets: GroupOffsets) -> bool:
+        args = self.args
+        for _ in range(3):  # a run that exits by itself is restarted (and reported)
+            proc = self._start(env, logs)
+            say(self.mode, f"final run #{proc.number} (pid {proc.pid}): running until drained")
+            if not self._wait_ready(proc) and proc.alive():
+                self.problems.append(
+                    f"final run #{proc.number} held no partition {args.ready_timeout:.0f} s "
+                    "after start"
+                )
+            last_done, last_change, last_print = -1, time.monotonic(), 0.0
+            while proc.alive():
+                produced, ends = feeder.snapshot()
+                committed = offsets.committed()
+                done = sum(committed.values())
+                now = time.monotonic()
+                if feeder.done.is_set() and all(committed.get(p, 0) >= e for p, e in ends.items()):
+                    return self._stop_final(proc, done, produced)
+                if done != last_done:
+                    last_done, last_change = done, now
+                elif now - last_change > args.stall_timeout:
+                    self.problems.append(
+                        f"final run #{proc.number}: no offset committed for "
+                        f"{args.stall_timeout:.0f} s at {done} of {produced} (stall)"
+                    )
+                    say(self.mode, f"final run STALLED at {done}/{produced}: killing it")
+                    proc.kill()
+                    self._record(proc, "stalled, SIGKILL", done, produced)
+                    return False
+                if now - last_print >= 10:
+                    say(self.mode, f"  committed {done} of {produced} produced")
+                    last_print = now
+                time.sleep(POLL_S)
+            self._exited(proc, feeder.snapshot()[0], sum(offsets.committed().values()))
+        return False
+
+    def _stop_final(self, proc: Incarnation, done: int, produced: int) -> bool:
+        say(self.mode, f"all {done} input offsets committed; SIGTERM run #{proc.number}")
+        proc.proc.send_signal(signal.SIGTERM)
+        code = proc.wait_exit(self.args.stop_timeout)
+        if code is None:
+            self.problems.append(
+                f"final run #{proc.number} did not stop within {self.args.stop_timeout:.0f} s "
+                "of SIGTERM"
+            )
+            proc.kill()
+            self._record(proc, "SIGTERM ignored, SIGKILL", done, produced)
+            return True
+        if code != 0:
+            self.problems.append(f"final run #{proc.number} exited {code} after SIGTERM")
+        self._record(proc, f"SIGTERM, exit {code}", done, produced)
+        return True
+
+
+# -- command -------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Crash harness: SIGKILL `processor run` at random moments while real transactions "
+        "stream through an embedded broker, restart it, let it drain, then check every event "
+        "id in the outputs (losses, duplicates) per delivery mode."
+    )
+    parser.add_argument(
+        "--modes",
+        choices=["auto", "at-least-once", "exactly-once", "both"],
+        default="auto",
+        help="auto: both when the processor has PROCESSOR_DELIVERY, else at-least-once "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--events", type=int, default=20_000, help="transactions produced (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kills", type=int, default=10, help="SIGKILLs per mode (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=60.0,
+        help="events per second produced while the processor runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--preload",
+        type=float,
+        default=0.3,
+        help="share of the events produced before the first start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-uptime",
+        type=float,
+        default=3.0,
+        help="least seconds between holding partitions and SIGKILL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-uptime",
+        type=float,
+        default=15.0,
+        help="most seconds between holding partitions and SIGKILL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=6, help="partitions per topic (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="use this model artifact instead of training one into the work folder",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs/chaos"),
+        help="model, processor and broker logs (default: %(default)s)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=180.0,
+        help="seconds a start may take to hold partitions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=180.0,
+        help="seconds without a committed offset that count as a stall (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=90.0,
+        help="seconds the final run may take to exit on SIGTERM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to read an output topic back (default: %(default)s)",
+    )
+
+
+def choose_modes(requested: str) -> tuple[list[str], str | None]:
+    """The modes to run, and a note when exactly-once had to be left out."""
+    available = exactly_once_available()
+    if requested in ("auto", "both"):
+        if available:
+            return list(MODES), None
+        note = (
+            "exactly-once is not available: this processor has no PROCESSOR_DELIVERY setting "
+            "(Settings.delivery); running at-least-once only"
+        )
+        return ["at-least-once"], note
+    if requested == "exactly-once" and not available:
+        raise HarnessError(
+            "exactly-once is not available: this processor has no PROCESSOR_DELIVERY setting "
+            "(Settings.delivery)"
+        )
+    return [requested], None
+
+
+def train_model(workdir: Path) -> Path:
+    out = workdir / "model"
+    print(f"training a small model into {out} (5 epochs) ...", flush=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor",
+            "train",
+            "--source",
+            "sparkov",
+            str(HISTORY),
+            "--out",
+            str(out),
+            "--epochs",
+            "5",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise HarnessError(f"training failed:\n{done.stderr[-2000:]}")
+    return out
+
+
+def summary_table(results: list[dict]) -> str:
+    head = (
+        f"{'mode':<15}{'events sent':>12}{'crashes':>9}{'losses':>8}{'duplicates':>12}"
+        f"{'wall time':>11}  verdict"
+    )
+    rows = [head, "-" * len(head)]
+    for r in results:
+        if r["ok"]:
+            verdict = "PASS"
+        else:
+            verdict = "FAIL: " + "; ".join(r["problems"][:2])
+        rows.append(
+            f"{r['mode']:<15}{r['events_sent']:>12}{r['crashes']:>9}{r['losses']:>8}"
+            f"{r['duplicates']:>12}{r['wall_seconds']:>10.0f}s  {verdict}"
+        )
+    return "\n".join(rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    if args.events < 1 or args.kills < 0 or not 0 <= args.preload <= 1:
+        print("chaos: --events >= 1, --kills >= 0 and 0 <= --preload <= 1", file=sys.stderr)
+        return 2
+    if args.min_uptime > args.max_uptime or args.rate <= 0:
+        print("chaos: need --min-uptime <= --max-uptime and --rate > 0", file=sys.stderr)
+        return 2
+    try:
+        modes, note = choose_modes(args.modes)
+        if note:
+            print(f"note: {note}", flush=True)
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        model_dir = args.model_dir or train_model(args.workdir)
+        events = build_events(args.events)
+        print(
+            f"{len(events)} sparkov transactions ({len({e.event['event_id'] for e in events})} "
+            f"unique ids); modes: {', '.join(modes)}; {args.kills} kills each; seed {args.seed}",
+            flush=True,
+        )
+        results = []
+        for mode in modes:
+            rng = random.Random(f"{args.seed}:{mode}")
+            results.append(ModeRun(mode, args, model_dir, events, rng).run())
+    except HarnessError as exc:
+        print(f"chaos: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n=== chaos summary ===")
+    print(summary_table(results))
+    for r in results:
+        c = r["check"]
+        print(
+            f"{r['mode']}: {c['enriched_records']} enriched + {c['dead_letter_records']} "
+            f"dead-letter records for {c['sent']} events ({c['duplicate_records']} extra "
+            f"copies); alerts {c['alert_records']} ({c['alert_duplicates']} ids repeated)"
+        )
+        print(
+            f"  reprocessed events whose copies differ: {c['divergent_duplicates']} by score "
+            f"(largest gap {c['max_score_difference']:.2g}), "
+            f"{c['flag_divergent_duplicates']} by is_anomaly"
+        )
+        print(
+            f"  {r['kills_with_backlog']} of {r['crashes']} kills hit while input was "
+            "produced but not yet committed"
+        )
+        for problem in r["problems"]:
+            print(f"  problem: {problem}")
+        if c["lost_ids"]:
+            print(f"  lost (first {len(c['lost_ids'])}): {', '.join(c['lost_ids'])}")
+    report = {
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "seed": args.seed,
+        "events": args.events,
+        "kills": args.kills,
+        "rate": args.rate,
+        "preload": args.preload,
+        "uptime_s": [args.min_uptime, args.max_uptime],
+        "partitions": args.partitions,
+        "exactly_once_available": exactly_once_available(),
+        "note": note,
+        "ok": all(r["ok"] for r in results),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "modes": results,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"results written to {args.json}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    from processor.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="processor chaos")
+    configure_parser(parser)
+    setup_logging("WARNING")
+    raise SystemExit(main(parser.parse_args()))
