@@ -122,35 +122,29 @@ def test_a_restarted_processor_resumes_after_the_committed_offsets(
     assert sorted(ids) == sorted(e.event["event_id"] for e in events)
 
 
-def test_run_without_a_model_says_how_to_train_one(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PROCESSOR_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-        "PROCESSOR_MODEL_DIR": str(tmp_path / "missing"),
-        "PROCESSOR_METRICS_PORT": "0",
-    }
-    done = subprocess.run(
+def run_command(**variables: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "processor", "run"],
-        env=env,
+        env={**os.environ, **variables},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def test_run_without_a_model_says_how_to_train_one(tmp_path: Path) -> None:
+    done = run_command(
+        PROCESSOR_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        PROCESSOR_MODEL_DIR=str(tmp_path / "missing"),
+        PROCESSOR_METRICS_PORT="0",
     )
     assert done.returncode == 2
     assert "processor train" in done.stderr and "PROCESSOR_MODEL_DIR" in done.stderr
 
 
-def test_invalid_settings_name_the_variable(tmp_path: Path) -> None:
-    env = {**os.environ, "PROCESSOR_BATCH_SIZE": "zero"}
-    done = subprocess.run(
-        [sys.executable, "-m", "processor", "run"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_invalid_settings_name_the_variable() -> None:
+    done = run_command(PROCESSOR_BATCH_SIZE="zero")
     assert done.returncode == 2
     assert "PROCESSOR_BATCH_SIZE" in done.stderr
 
