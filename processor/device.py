@@ -26,10 +26,13 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
     """CUDA (half precision) when it is there, else the CPU; ``preference`` forces either."""
     available = torch.cuda.is_available()
     if preference == "cuda" and not available:
+        build = (
+            f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        )
         raise ConfigError(
-            "PROCESSOR_DEVICE=cuda but torch sees no CUDA device "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-            "check the driver and NVIDIA container runtime, or set PROCESSOR_DEVICE=auto"
+            f"PROCESSOR_DEVICE=cuda but torch sees no CUDA device (torch {torch.__version__}, "
+            f"{build}); check the driver and the NVIDIA container runtime, or set "
+            "PROCESSOR_DEVICE=auto"
         )
     if preference == "cpu":
         choice = DeviceChoice(torch.device("cpu"), False, "PROCESSOR_DEVICE=cpu")
