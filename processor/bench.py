@@ -59,10 +59,7 @@ def bench_device(choice: DeviceChoice, transactions, documents, repeat: int) -> 
     def embed_documents() -> None:
         embedder.embed_documents([d.text for d in documents])
 
-    chunks = sum(
-        embedder.embed_documents([d.text for d in documents])[i].chunks
-        for i in range(len(documents))
-    )
+    chunks = sum(v.chunks for v in embedder.embed_documents([d.text for d in documents]))
     out = {
         "device": str(choice.device),
         "half": choice.half,

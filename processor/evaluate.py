@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 from sklearn.ensemble import IsolationForest
 
 from processor.device import choose_device
@@ -23,7 +22,7 @@ from processor.models.anomaly import AnomalyScorer
 from processor.models.embedder import TextEmbedder
 from processor.models.features import tabular
 from processor.models.metrics import detection_metrics
-from processor.train import load_events, text_vectors, train_scorer
+from processor.train import load_events, text_vectors, train_scorer, validate_items
 from schemas import TransactionV1
 
 log = logging.getLogger(__name__)
@@ -55,23 +54,13 @@ def isolation_forest_scores(
     return -forest.score_samples(design(test_events))
 
 
-def _validated(items: list) -> tuple[list[TransactionV1], np.ndarray]:
-    events, labels = [], []
-    for item in items:
-        try:
-            events.append(TransactionV1.model_validate(item.event))
-            labels.append(item.label)
-        except ValidationError:
-            continue
-    return events, np.asarray(labels, dtype=int)
-
-
 def fdh_benchmark(data_dir: Path, seeds: list[int], text_dims: int, epochs: int) -> dict:
     from processor.sources import fdh_protocol_split
 
     train_items, test_items = fdh_protocol_split(data_dir)
-    train_events, train_labels = _validated(list(train_items))
-    test_events, test_labels = _validated(list(test_items))
+    train_events, train_labels = validate_items(train_items, TransactionV1, "fdh")
+    test_events, labels = validate_items(test_items, TransactionV1, "fdh")
+    test_labels = np.asarray(labels, dtype=int)
     log.info(
         "fdh protocol train=%d test=%d test_frauds=%d",
         len(train_events),

@@ -28,12 +28,10 @@ class TrainingError(ProcessorError):
     """History is unusable for training; the message says why."""
 
 
-def load_events(kind: str, paths: list[Path], limit: int | None, model: type) -> tuple[list, list]:
-    """Read a source into validated events and labels; invalid rows are counted and skipped."""
-    from processor.sources import open_source
-
+def validate_items(items: Iterable, model: type, source: str) -> tuple[list, list]:
+    """Validated events and their labels; invalid rows are counted and skipped."""
     events, labels, bad = [], [], 0
-    for item in open_source(kind, paths, limit=limit):
+    for item in items:
         try:
             events.append(model.model_validate(item.event))
         except ValidationError:
@@ -41,8 +39,15 @@ def load_events(kind: str, paths: list[Path], limit: int | None, model: type) ->
             continue
         labels.append(item.label)
     if bad:
-        log.warning("skipped invalid history rows source=%s count=%d", kind, bad)
+        log.warning("skipped invalid history rows source=%s count=%d", source, bad)
     return events, labels
+
+
+def load_events(kind: str, paths: list[Path], limit: int | None, model: type) -> tuple[list, list]:
+    """Read a source into validated events and labels."""
+    from processor.sources import open_source
+
+    return validate_items(open_source(kind, paths, limit=limit), model, kind)
 
 
 def text_vectors(embedder: TextEmbedder | None, events: list[TransactionV1]) -> np.ndarray | None:
