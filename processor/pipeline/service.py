@@ -297,13 +297,11 @@ class StreamProcessor:
                 self.stats.skipped[topic] += 1
             self.metrics.events.labels(topic, "skipped").inc()
         elif result.reason is not None and self.eos:  # written in the worker's transaction
-            self.worker.queue.put(
-                WorkItem(origin, None, msg.value(), dead=(result.reason, result.detail))
-            )
+            self.worker.queue.put(WorkItem(origin, None, dead=(result.reason, result.detail)))
         elif result.reason is not None:
-            self.dead(origin, msg.value(), result.reason, result.detail)
+            self.dead(origin, result.reason, result.detail)
         else:
-            self.worker.queue.put(WorkItem(origin, result.event, msg.value()))
+            self.worker.queue.put(WorkItem(origin, result.event))
 
     # -- output (called by the worker) -------------------------------------------------------
 
@@ -364,13 +362,11 @@ class StreamProcessor:
         for topic, key, value in outputs:
             self._produce(topic, key, value, origin)
 
-    def dead(
-        self, origin: Origin, value: bytes | None, reason: DeadLetterReason, detail: str
-    ) -> None:
+    def dead(self, origin: Origin, reason: DeadLetterReason, detail: str) -> None:
         if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, 1):
             return
         self._count_dead(origin, reason)
-        record = records.dead_letter(origin, value, reason, detail)
+        record = records.dead_letter(origin, origin.value, reason, detail)
         self._produce(
             self.topics.dead_letters, origin.key, record.model_dump_json().encode(), origin
         )
@@ -472,7 +468,7 @@ class StreamProcessor:
             self.consumer.resume(assignment)
             self.metrics.paused.set(0)
             log.info("backpressure: resumed in_flight=%d", in_flight)
-        if self._paused:
+        if self._paused:  # again each loop: partitions assigned meanwhile must pause too
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.pause(assignment)

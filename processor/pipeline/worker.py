@@ -39,9 +39,8 @@ class WorkItem:
     """A validated event to run through the models, or (exactly-once mode) a record already
     judged a dead letter, which must be written inside the worker's transaction."""
 
-    origin: Origin
+    origin: Origin  # carries the record's original bytes
     event: TransactionV1 | DocumentV1 | None
-    value: bytes | None
     dead: tuple[DeadLetterReason, str] | None = None
 
 
@@ -59,9 +58,7 @@ class Sink(Protocol):
 
     def emit(self, origin: Origin, outputs: list[Output]) -> None: ...
 
-    def dead(
-        self, origin: Origin, value: bytes, reason: DeadLetterReason, detail: str
-    ) -> None: ...
+    def dead(self, origin: Origin, reason: DeadLetterReason, detail: str) -> None: ...
 
 
 @dataclass
@@ -118,6 +115,7 @@ class InferenceWorker(threading.Thread):
         self._busy = threading.Event()
         self._pending_tx: list[WorkItem] = []
         self._pending_docs: list[WorkItem] = []
+        self._pending_doc_tokens = 0
         self.error: BaseException | None = None
 
     def stop(self) -> None:
@@ -176,6 +174,7 @@ class InferenceWorker(threading.Thread):
             if batch and tokens + cost > self.max_tokens:
                 break
             batch.append(self._pending_docs.pop(0))
+            self._pending_doc_tokens -= cost
             tokens += cost
         return batch
 
@@ -183,12 +182,13 @@ class InferenceWorker(threading.Thread):
         return len(self._pending_tx) + len(self._pending_docs)
 
     def _full(self) -> bool:
-        docs_tokens = sum(self._tokens(i) for i in self._pending_docs)
+        docs_tokens = self._pending_doc_tokens
         return len(self._pending_tx) >= self.batch_size or docs_tokens >= self.max_tokens
 
     def _sort(self, item: WorkItem) -> None:
         if isinstance(item.event, DocumentV1):
             self._pending_docs.append(item)
+            self._pending_doc_tokens += self._tokens(item)
         else:
             self._pending_tx.append(item)
 
@@ -204,7 +204,7 @@ class InferenceWorker(threading.Thread):
         live = [item for item in batch if self.is_live(item.origin)]
         for item in live:
             if item.dead is not None:
-                self.sink.dead(item.origin, item.value, *item.dead)
+                self.sink.dead(item.origin, *item.dead)
         transactions = [i for i in live if isinstance(i.event, TransactionV1)]
         documents = [i for i in live if isinstance(i.event, DocumentV1)]
         if transactions:
@@ -231,7 +231,7 @@ class InferenceWorker(threading.Thread):
                     str(exc),
                 )
                 detail = f"{type(exc).__name__}: {exc}"
-                self.sink.dead(item.origin, item.value, DeadLetterReason.INFERENCE_FAILED, detail)
+                self.sink.dead(item.origin, DeadLetterReason.INFERENCE_FAILED, detail)
                 return
             half = len(items) // 2
             self._isolating(items[:half], run)
