@@ -507,7 +507,7 @@ class StreamProcessor:
         tps = {(p.topic, p.partition) for p in partitions}
         budget = 0.0 if self._closing else min(self.settings.shutdown_timeout_s, 30.0)
         deadline = time.monotonic() + budget  # at close, the drain has had its budget already
-        while self.tracker.in_flight(tps) and time.monotonic() < deadline:
+        while self._unsettled(tps) and time.monotonic() < deadline:
             if self.worker.error is not None or self._fatal is not None:
                 break
             self.producer.poll(0.05)
@@ -518,6 +518,18 @@ class StreamProcessor:
                 self.stats.revocations += 1
         self.health.assignment_held = bool(set(consumer.assignment()) - set(partitions))
         log.info("partitions revoked %s abandoned=%d", _describe(partitions), dropped)
+
+    def _unsettled(self, tps: set[tuple[str, int]]) -> int:
+        """Records of ``tps`` whose offsets the new owner would not see committed yet.
+
+        Exactly-once: a record is settled only when the worker's transaction has committed its
+        offset too; dropping the partition before would lose that offset from the transaction
+        and the new owner would process the record again.
+        """
+        count = self.tracker.in_flight(tps)
+        if self.eos:
+            count += sum(1 for tp in self.tracker.committable() if tp in tps)
+        return count
 
     def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
         dropped = self.tracker.drop([(p.topic, p.partition) for p in partitions])

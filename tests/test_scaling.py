@@ -1,0 +1,100 @@
+"""Scaling the Kafka way: one processor, then three in the same group, then one again, while
+events keep arriving. Every event must come out, and a graceful scale-out and scale-in must not
+process any event twice (the revoked partitions are drained and committed before they move)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from processor.broker import ensure_topics
+from processor.chaos import Feeder, GroupOffsets, Incarnation, processor_env
+from processor.checker import compare, read_outputs
+from processor.sources import open_source
+from tests.conftest import SPARKOV_STREAM
+from tests.pipeline_helpers import fresh_topics
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+EVENTS = 2400
+RATE = 50.0  # events/s: the feed lasts about 48 s, across the whole 1 -> 3 -> 1 sequence
+PARTITIONS = 6
+
+
+def wait_for(condition, timeout: float, what: str, procs: list[Incarnation]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for proc in procs:
+            assert proc.alive(), f"processor {proc.number} exited:\n{proc.tail()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_one_to_three_to_one_loses_and_repeats_nothing(
+    broker: str, model_dir: Path, tmp_path: Path, mode: str
+) -> None:
+    topics = fresh_topics()
+    ensure_topics(broker, topics.inputs(), partitions=PARTITIONS)
+    ensure_topics(broker, topics.outputs(), partitions=3)
+    group = f"test-scale-{uuid.uuid4().hex[:8]}"
+    env = processor_env(broker, model_dir, group, mode)
+    env.update({f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+    env.update({"PROCESSOR_BATCH_SIZE": "16", "OMP_NUM_THREADS": "1"})
+
+    def replica(number: int) -> Incarnation:
+        stats = tmp_path / f"stats-{number}.json"
+        return Incarnation(
+            number, tmp_path / f"p{number}.log", {**env, "PROCESSOR_STATS_FILE": str(stats)}
+        ).start()
+
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), EVENTS))
+    feeder = Feeder(broker, topics.transactions)
+    offsets = GroupOffsets(broker, group, topics.transactions, PARTITIONS)
+    first = replica(1)
+    extra: list[Incarnation] = []
+    try:
+        wait_for(first.ready, 90, "the first processor's partitions", [first])
+        feeder.start(events, rate=RATE)
+
+        extra = [replica(2), replica(3)]  # scale out: same group, the partitions spread
+        wait_for(lambda: all(p.ready() for p in extra), 120, "partitions for 2 and 3", extra)
+        time.sleep(4)  # all three work side by side for a while
+        assert not feeder.done.is_set(), "the feed ended before the scale-in: nothing to test"
+
+        for proc in extra:  # scale in: SIGTERM drains, commits and leaves the group
+            proc.proc.send_signal(signal.SIGTERM)
+        for proc in extra:
+            assert proc.wait_exit(90) == 0, f"processor {proc.number}:\n{proc.tail()}"
+
+        feeder.done.wait(120)
+        assert feeder.error is None and not feeder.failed, feeder.failed[:5]
+
+        def all_committed() -> bool:
+            _, ends = feeder.snapshot()
+            committed = offsets.committed()
+            return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+        wait_for(all_committed, 180, "the last replica to commit every offset", [first])
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait_exit(90) == 0, first.tail()
+    finally:
+        offsets.close()
+        for proc in [first, *extra]:
+            if proc.alive():
+                proc.kill()
+
+    stats = [json.loads((tmp_path / f"stats-{n}.json").read_text()) for n in (1, 2, 3)]
+    assert all(s["enriched"] > 0 for s in stats), [s["enriched"] for s in stats]
+    assert stats[0]["revocations"] >= 1  # the first replica gave partitions away
+    result = compare([e.event["event_id"] for e in events], read_outputs(broker, topics))
+    assert result.losses == 0, result.lost_ids
+    assert result.unexpected == 0
+    assert result.duplicates == 0 and result.alert_duplicates == 0, result.duplicate_ids
+    assert sum(s["enriched"] for s in stats) == EVENTS
