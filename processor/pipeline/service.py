@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LAG_CHECK_S = 5.0
 MAX_POLL_BATCH = 500
+METADATA_REFRESH_MS = 10_000
 
 
 class FatalError(ProcessorError):
@@ -111,6 +112,9 @@ class StreamProcessor:
                     "partition.assignment.strategy": "cooperative-sticky",
                     "max.poll.interval.ms": 300_000,
                     "isolation.level": "read_committed",
+                    # an input topic created after the start (or partitions added) is seen
+                    # within this time; librdkafka's default is five minutes
+                    "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                     **common,
                     **settings.kafka,
                     **settings.consumer_kafka,
@@ -248,6 +252,7 @@ class StreamProcessor:
             if err.code() == KafkaError._PARTITION_EOF:
                 return
             if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                self.health.broker_reachable = True  # the broker said so
                 log.warning("input topic missing error=%r (waiting for it)", err.str())
                 return
             if err.fatal():
@@ -477,7 +482,12 @@ class StreamProcessor:
     def _check_lag(self) -> bool:
         """Export lag; True when every assigned partition is read to its end and all is done."""
         assignment = self.consumer.assignment()
-        if not assignment:
+        if not assignment:  # nothing to measure; still say whether the broker answers
+            try:
+                self.consumer.list_topics(self.topics.transactions, timeout=2)
+                self.health.broker_reachable = True
+            except KafkaException:
+                self.health.broker_reachable = False
             return False
         lag: Counter = Counter()
         drained = self.worker.idle() and self.tracker.in_flight() == 0
@@ -498,7 +508,8 @@ class StreamProcessor:
         return drained
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
-        self.health.assignment_held = True
+        # cooperative: ``partitions`` are the ones added (maybe none) to what is already held
+        self.health.assignment_held = bool(partitions) or bool(consumer.assignment())
         if self.eos:  # the new generation, before any record of it reaches the worker
             self._group_metadata = consumer.consumer_group_metadata()
         log.info("partitions assigned %s", _describe(partitions))
