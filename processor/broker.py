@@ -53,14 +53,18 @@ def port_open(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """A Tansu broker on 127.0.0.1 with in-memory storage: everything is lost when it stops."""
 
-    def __init__(self, port: int = 9092, log_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int = 9092, log_file: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port
         self.log_file = log_file
+        # clients are told to connect here (a proxy in front of the broker, in tests)
+        self.advertised_port = advertised_port or port
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         if port_open("127.0.0.1", self.port):
@@ -77,7 +81,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

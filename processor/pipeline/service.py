@@ -35,10 +35,31 @@ log = logging.getLogger(__name__)
 LAG_CHECK_S = 5.0
 MAX_POLL_BATCH = 500
 METADATA_REFRESH_MS = 10_000
+TXN_GRACE_S = 15.0  # past a transactional call's own timeout, the watchdog stops the process
+
+
+# Delivery errors that belong to the record itself: retrying cannot help, so its input goes to
+# the dead-letter topic as output_rejected. Any other failure (a timeout, an unreachable broker,
+# a missing topic, no authorisation) is the pipeline's: the processor stops without committing.
+RECORD_REFUSED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
 
 
 class FatalError(ProcessorError):
     """The processor cannot go on without losing data; it stops without committing further."""
+
+
+class _TransactionAbandoned(Exception):
+    """A transactional call returned after the watchdog had given up on its transaction."""
 
 
 @dataclass
@@ -94,6 +115,8 @@ class StreamProcessor:
         self._last_message = time.monotonic()
         self.eos = settings.delivery == "exactly-once"
         self._group_metadata = None
+        self._txn_call: tuple[str, float] | None = None  # (name, started) while one blocks
+        self._txn_abandoned = False
         self._expected = {
             self.topics.transactions: "transaction",
             self.topics.documents: "document",
@@ -163,6 +186,14 @@ class StreamProcessor:
         return {
             "transactional.id": settings.transactional_id or default,
             "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
+            # After every broker was unreachable, librdkafka (2.16) re-bootstraps and drops the
+            # cached coordinator; send_offsets_to_transaction then never returns, whatever its
+            # timeout (confluentinc/librdkafka#5456, #5511; seen in tests/test_broker_outage.py).
+            # Without re-bootstrap the producer reconnects to the brokers it knows and the
+            # transaction completes. Set it back in PROCESSOR_PRODUCER_KAFKA if your brokers'
+            # addresses all change at once; the watchdog in _check_failures then still stops a
+            # call that hangs.
+            "metadata.recovery.strategy": "none",
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -212,6 +243,18 @@ class StreamProcessor:
         return self.stats
 
     def _check_failures(self) -> None:
+        call = self._txn_call
+        if call is not None and self._fatal is None:
+            name, started = call
+            waited = time.monotonic() - started
+            if waited > self.settings.transaction_timeout_s + TXN_GRACE_S:
+                self._txn_abandoned = True
+                self._fatal = (
+                    f"{name} has not returned after {waited:.0f} s although its timeout is "
+                    f"{self.settings.transaction_timeout_s:.0f} s (librdkafka can block past it "
+                    "when the coordinator went away: confluentinc/librdkafka#5456); stopping so "
+                    "that a restart resumes from the last committed transaction"
+                )
         if self.worker.error is not None:
             raise FatalError(f"inference worker died: {self.worker.error!r}")
         if self._fatal is not None:
@@ -229,7 +272,8 @@ class StreamProcessor:
             self.consumer.poll(0.05)
             self.producer.poll(0.05)
         self.worker.stop()
-        self.worker.join(timeout=max(1.0, deadline - time.monotonic()))
+        # after a fatal error the worker may be stuck in a call that never returns
+        self.worker.join(timeout=1.0 if self._fatal else max(1.0, deadline - time.monotonic()))
         self.producer.flush(max(1.0, deadline - time.monotonic()))
         if self._fatal is None:
             self.commit()
@@ -318,21 +362,37 @@ class StreamProcessor:
         """Exactly-once: the batch's outputs and its input offsets commit atomically."""
         if not self.eos:
             return
+        timeout = self.settings.transaction_timeout_s
         try:
-            self.producer.flush(self.settings.transaction_timeout_s)  # delivery reports -> acks
+            self._txn("flush", self.producer.flush, timeout)  # delivery reports -> acks
             offsets = self.tracker.committable()
             if offsets:
-                self.producer.send_offsets_to_transaction(
+                self._txn(
+                    "send_offsets_to_transaction",
+                    self.producer.send_offsets_to_transaction,
                     [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                     self._group_metadata,
-                    self.settings.transaction_timeout_s,
+                    timeout,
                 )
-            self.producer.commit_transaction(self.settings.transaction_timeout_s)
+            self._txn("commit_transaction", self.producer.commit_transaction, timeout)
         except KafkaException as exc:
             self._abort(exc)
             return
+        except _TransactionAbandoned:
+            return  # left open: the broker aborts it after transaction.timeout.ms
         self.tracker.mark_committed(offsets)
         self.metrics.commits.inc()
+
+    def _txn(self, name: str, call, *args):
+        """Run one blocking transactional call where the main thread's watchdog can see it."""
+        self._txn_call = (name, time.monotonic())
+        try:
+            result = call(*args)
+        finally:
+            self._txn_call = None
+        if self._txn_abandoned:  # the watchdog gave up on this transaction: never commit it
+            raise _TransactionAbandoned(name)
+        return result
 
     def idle_tick(self) -> None:
         """Exactly-once, worker idle: commit offsets resolved without a batch (e.g. tombstones)
@@ -415,6 +475,10 @@ class StreamProcessor:
         )
         if topic == self.topics.dead_letters:
             self._fatal = f"the dead-letter topic refused a record: {err.str()}"
+            return
+        if err.code() not in RECORD_REFUSED:  # not this record's fault: stop, don't dead-letter
+            if self._fatal is None:
+                self._fatal = _undeliverable(topic, err)
             return
         # The output cannot be written: the input goes to the dead-letter topic instead (once,
         # however many of its outputs fail), and its offset stays uncommitted until that record
@@ -557,6 +621,26 @@ class StreamProcessor:
             self._fatal = f"fatal Kafka error: {err.str()}"
         else:
             log.warning("kafka error error=%r", err.str())
+
+
+def _undeliverable(topic: str, err: KafkaError) -> str:
+    """The fatal message for an output that failed for a reason other than its own content."""
+    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return (
+            f"output topic {topic} does not exist: create it, or set "
+            "PROCESSOR_CREATE_TOPICS=true to create missing topics at start"
+        )
+    if err.code() == KafkaError._MSG_TIMED_OUT:
+        return (
+            f"outputs to {topic} were not acknowledged within message.timeout.ms ({err.str()}): "
+            "the broker was unreachable too long. Stopping without committing them; a restart "
+            "resumes from the committed offsets (PROCESSOR_PRODUCER_KAFKA can raise "
+            "message.timeout.ms, 0 waits forever)"
+        )
+    return (
+        f"outputs to {topic} failed ({err.str()}); stopping without committing them, a restart "
+        "resumes from the committed offsets"
+    )
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
