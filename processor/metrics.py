@@ -111,6 +111,11 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.queue_full = Counter(
+            "processor_producer_queue_full",
+            "times an output waited for room in the producer's local queue",
+            registry=r,
+        )
         self.alerts = Counter("processor_alerts", "alerts raised", registry=r)
         self.commits = Counter("processor_commits", "offset commits", registry=r)
         self.commit_failures = Counter("processor_commit_failures", "failed commits", registry=r)

@@ -31,7 +31,7 @@ class _Event(BaseModel):
 
 
 class Merchant(_Event):
-    name: str = Field(min_length=1, max_length=256)
+    name: Annotated[str, AfterValidator(_has_content)] = Field(min_length=1, max_length=256)
     category: str | None = Field(default=None, max_length=64)
     city: str | None = Field(default=None, max_length=128)
     state: str | None = Field(default=None, max_length=64)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from processor.pipeline.worker import Models
+from processor.reader import read_topic
 from processor.replay import replay
 from processor.sources import open_source
 from tests.conftest import SPARKOV_STREAM
-from tests.pipeline_helpers import fresh_topics, settings_for, start_processor
+from tests.pipeline_helpers import committed_total, fresh_topics, settings_for, start_processor
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -102,3 +103,30 @@ def test_stop_with_unfinished_work_keeps_its_budget_and_loses_nothing(
         json.loads(r.value)["event_id"] for r in read_topic(broker, topics.transactions_enriched)
     }
     assert ids == {e.event["event_id"] for e in events}  # at least once: nothing lost
+
+
+def test_a_full_producer_queue_waits_for_room_and_loses_nothing(
+    broker: str, model_dir: Path, bundle, embedder, device
+) -> None:
+    topics = fresh_topics()
+    settings = settings_for(
+        broker,
+        topics,
+        model_dir,
+        batch_size=64,  # a batch's outputs overflow a 10-record producer queue
+        producer_kafka={"queue.buffering.max.messages": 10},
+    )
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 300))
+    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
+
+    running = start_processor(settings, Models(embedder, bundle, device))
+    running.wait_done(len(events), timeout=120)
+    waits = running.processor.metrics.queue_full._value.get()
+    stats = running.stop().as_dict()
+
+    assert waits > 0, "the producer queue never filled: the test did not test anything"
+    assert stats["enriched"] == len(events) and stats["dead_lettered"] == 0
+    out = read_topic(broker, topics.transactions_enriched)
+    ids = [json.loads(r.value)["event_id"] for r in out]
+    assert sorted(ids) == sorted(e.event["event_id"] for e in events)
+    assert committed_total(broker, settings.group_id, topics.transactions) == len(events)

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from processor.pipeline.decode import Decoded, decode
+from processor.pipeline.records import Origin, dead_letter
 from schemas import DeadLetterReason, DocumentV1, TransactionV1
 
 LIMIT = 1_000_000
@@ -117,13 +118,15 @@ def test_duplicate_key_in_nested_object_is_not_json() -> None:
 def test_deep_nesting_is_not_json_without_crashing(opener: bytes) -> None:
     value = opener * 100_000
 
-    _dead(decode(value, TRANSACTION, 10 * len(value)), DeadLetterReason.NOT_JSON)
+    detail = _dead(decode(value, TRANSACTION, 10 * len(value)), DeadLetterReason.NOT_JSON)
+    assert detail == "nesting too deep"
 
 
 def test_deep_but_closed_nesting_is_not_json_without_crashing() -> None:
     value = b"[" * 100_000 + b"]" * 100_000
 
-    _dead(decode(value, TRANSACTION, 10 * len(value)), DeadLetterReason.NOT_JSON)
+    detail = _dead(decode(value, TRANSACTION, 10 * len(value)), DeadLetterReason.NOT_JSON)
+    assert detail == "nesting too deep"
 
 
 @pytest.mark.parametrize("doc", [[sparkov_like()], "a string", 12, None, True])
@@ -309,7 +312,8 @@ def test_escaped_lone_surrogate_in_a_string_is_schema_invalid() -> None:
 
 def test_integer_longer_than_python_converts_is_not_json_not_a_crash() -> None:
     value = b'{"amount": ' + b"1" * 5000 + b"}"
-    _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.NOT_JSON)
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.NOT_JSON)
+    assert "integer string conversion" in detail
 
 
 @pytest.mark.parametrize("amount", ["1E+2000000", "1e400", "1E+12", "-1E+12"])
@@ -343,3 +347,106 @@ def test_document_without_printable_text_is_schema_invalid(text: str) -> None:
     }
     detail = _dead(decode(_encode(doc), "document", LIMIT), DeadLetterReason.SCHEMA_INVALID)
     assert "text" in detail
+
+
+# -- hostile kinds: surrogates in keys, numbers beyond Decimal, blank names, scripts, money ----
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    ['"attributes": {}, "\\ud800": 1', '"attributes": {"\\ud800": 1.0}'],
+)
+def test_lone_surrogate_in_a_key_gives_a_detail_a_dead_letter_can_carry(replacement: str) -> None:
+    text = json.dumps(sparkov_like()).replace('"attributes": {}', replacement)
+    assert replacement in text
+
+    detail = _dead(decode(text.encode(), TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+
+    detail.encode("utf-8")  # strict: a raw surrogate could not be written to the dead letter
+    origin = Origin("tx", 0, 7, None, None, datetime.now(UTC), text.encode())
+    record = dead_letter(origin, text.encode(), DeadLetterReason.SCHEMA_INVALID, detail)
+    assert json.loads(record.model_dump_json())["detail"] == detail
+
+
+def test_a_dead_letter_detail_with_a_raw_surrogate_is_escaped_not_a_crash() -> None:
+    origin = Origin("tx", 0, 7, None, None, datetime.now(UTC), b"x")
+    record = dead_letter(origin, b"x", DeadLetterReason.SCHEMA_INVALID, "key \ud800: refused")
+    assert json.loads(record.model_dump_json())["detail"] == "key \\ud800: refused"
+
+
+@pytest.mark.parametrize("number", ["1E+999999999999999999999", "1E-999999999999999999999"])
+def test_exponent_beyond_what_decimal_holds_is_not_json_not_a_crash(number: str) -> None:
+    text = json.dumps(sparkov_like()).replace('"2.86"', number)
+    detail = _dead(decode(text.encode(), TRANSACTION, LIMIT), DeadLetterReason.NOT_JSON)
+    assert "exponent" in detail
+
+
+@pytest.mark.parametrize("name", ["", " ", "\x00\x01", "\u200b\u200b", "\t\n"])
+def test_merchant_name_without_printable_content_is_schema_invalid(name: str) -> None:
+    merchant = {"name": name, "category": "personal_care"}
+    value = _encode(sparkov_like(merchant=merchant))
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert detail.startswith("merchant.name")
+
+
+SCRIPTS = [
+    "東京都港区 領収書 合計 1200円",
+    "ጠቅላላ ድምር 120 ብር",
+    "🧾💳✅ 12.00",
+    "المجموع 12.00 درهم",
+    "סה״כ 12.00 ₪",
+    "Σύνολο 12,00 €",
+]
+
+
+@pytest.mark.parametrize("text", SCRIPTS)
+@pytest.mark.parametrize("ensure_ascii", [True, False])  # escaped (surrogate pairs) or raw UTF-8
+def test_text_in_any_script_decodes_exactly(text: str, ensure_ascii: bool) -> None:
+    doc = {
+        "type": "document",
+        "event_id": "doc-1",
+        "occurred_at": "2020-06-21T12:14:25Z",
+        "source": "test",
+        "text": text,
+    }
+    result = decode(json.dumps(doc, ensure_ascii=ensure_ascii).encode(), "document", LIMIT)
+    assert isinstance(result.event, DocumentV1), result.detail
+    assert result.event.text == text
+    assert json.loads(result.event.model_dump_json())["text"] == text
+
+
+@pytest.mark.parametrize("amount", ["1E+3", "+1.00", "1,00", ".5", "5.", " 1.00", "NaN", "0x10"])
+def test_amount_text_that_is_not_plain_decimal_is_schema_invalid(amount: str) -> None:
+    value = _encode(sparkov_like(amount=amount))
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert detail.startswith("amount") and "plain decimal text" in detail
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("0.001", "USD"), ("1.5", "JPY")])
+def test_decimal_places_are_not_checked_against_the_currency(amount: str, currency: str) -> None:
+    # the rule is at most 6 places whatever the currency (README, Events); pinned here
+    result = decode(_encode(sparkov_like(amount=amount, currency=currency)), TRANSACTION, LIMIT)
+    assert isinstance(result.event, TransactionV1), result.detail
+    assert str(result.event.amount) == amount
+
+
+@pytest.mark.parametrize(
+    ("number", "words"), [("1E-2000000", "decimal places"), ("1" + "0" * 30, "out of range")]
+)
+def test_amount_out_of_range_either_way_is_schema_invalid(number: str, words: str) -> None:
+    text = json.dumps(sparkov_like()).replace('"2.86"', number)
+    detail = _dead(decode(text.encode(), TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert detail.startswith("amount") and words in detail
+
+
+def test_huge_integer_in_a_float_field_is_schema_invalid() -> None:
+    value = _encode(sparkov_like(attributes={"x": 10**400}))
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert detail.startswith("attributes")
+
+
+@pytest.mark.parametrize("epoch", [1714564800, 1714564800000])
+def test_epoch_timestamps_are_refused_as_ambiguous(epoch: int) -> None:
+    value = _encode(sparkov_like(occurred_at=epoch))
+    detail = _dead(decode(value, TRANSACTION, LIMIT), DeadLetterReason.SCHEMA_INVALID)
+    assert detail.startswith("occurred_at") and "ambiguous" in detail

@@ -4,6 +4,7 @@ the real processor is fully accounted for."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from processor.broker import ensure_topics
 from processor.pipeline.decode import decode
+from processor.pipeline.records import Origin, dead_letter
 from processor.pipeline.worker import Models
 from processor.reader import read_topic
 from processor.replay import replay
@@ -29,6 +31,10 @@ LEAVES = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["", " ", "\x00", "\ud800", "1e400", "NaN", "2020-01-01", "USD", "usd"]),
 )
+KEYS = st.text(min_size=1, max_size=8) | st.text(  # lone surrogates too
+    st.characters(categories=["Cs"]), min_size=1, max_size=2
+)
+NUMBERS = ["1E+999999999999999999999", "1E-2000000", "1" * 5000, "-0.0", "1e400"]
 VALUES = st.recursive(
     LEAVES,
     lambda inner: (
@@ -50,10 +56,14 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif action == "replace":
             event[key] = draw(VALUES)
         elif action == "add":
-            event[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
+            event[draw(KEYS)] = draw(VALUES)
         elif isinstance(event.get("merchant"), dict):
             event["merchant"][draw(st.sampled_from(["name", "lat", "category"]))] = draw(VALUES)
     raw = json.dumps(event, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    if draw(st.booleans()) and b'"amount": "' in raw:  # a raw JSON number no dumps writes
+        amount = raw.index(b'"amount": "') + len(b'"amount": ')
+        end = raw.index(b'"', amount + 1) + 1
+        raw = raw[:amount] + draw(st.sampled_from(NUMBERS)).encode() + raw[end:]
     cut = draw(st.sampled_from([None, "truncate", "flip"]))
     if cut == "truncate" and raw:
         raw = raw[: draw(st.integers(0, len(raw) - 1))]
@@ -73,6 +83,9 @@ def test_decoding_a_mutated_event_gives_exactly_one_outcome(value: bytes) -> Non
         json.loads(result.event.model_dump_json())  # a valid event always serialises
     if result.reason is not None:
         assert result.detail
+        origin = Origin("tx", 0, 0, None, b"k", datetime.now(UTC), value)
+        letter = dead_letter(origin, value, result.reason, result.detail)
+        json.loads(letter.model_dump_json())  # and so does every dead letter
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,31 @@ def test_features_constant_in_history_are_left_out() -> None:
     assert "distance_km" not in spec.base and "customer_age" not in spec.base
     assert "log_amount" in spec.base
     assert len(spec.names) == len(spec.base) + len(spec.categories) + 2
+
+
+RARE_SCRIPTS = [
+    "東京都港区 領収書 合計 1200円",
+    "ጠቅላላ ድምር 120 ብር",  # Ge'ez: mostly [UNK] for this vocabulary
+    "🧾💳✅",
+    "المجموع 12.00 درهم",
+    "סה״כ 12.00 ₪",
+]
+
+
+@pytest.mark.parametrize("text", RARE_SCRIPTS)
+def test_scripts_the_tokenizer_barely_knows_embed_to_a_finite_unit_vector(embedder, text) -> None:
+    [vector] = embedder.embed_documents([text])
+    assert np.isfinite(vector.vector).all() and not vector.truncated and vector.chunks == 1
+    assert np.linalg.norm(vector.vector) == pytest.approx(1.0, abs=1e-3)
+    short = embedder.embed_short([text])
+    assert np.isfinite(short).all()
+
+
+def test_long_cjk_text_is_chunked_within_the_window(embedder) -> None:
+    text = "東京都港区芝公園" * 400  # about one token per character
+    chunks, tokens, truncated = embedder.chunk(text, max_chunks=1000)
+    assert tokens > embedder.window and len(chunks) > 1 and not truncated
+    assert text.startswith(chunks[0]) and text.endswith(chunks[-1])
+    for chunk in chunks:
+        ids = embedder.model.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+        assert len(ids) <= embedder.window - 2

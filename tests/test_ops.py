@@ -44,6 +44,7 @@ COUNTERS = {
     "processor_commits_total",
     "processor_commit_failures_total",
     "processor_delivery_failures_total",
+    "processor_producer_queue_full_total",
 }
 HISTOGRAMS = {
     "processor_batch_size",

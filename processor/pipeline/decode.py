@@ -45,7 +45,13 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 def _dead(reason: DeadLetterReason, detail: str) -> Decoded:
-    return Decoded(reason=reason, detail=detail[:4000])
+    return Decoded(reason=reason, detail=printable(detail)[:4000])
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (from escapes such as ``"\\ud800"`` in the input, which
+    pydantic quotes in its messages) written as escapes, so that it can be encoded as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def parse_json(text: str) -> object:
@@ -86,6 +92,8 @@ def decode(value: bytes | None, expected_type: str, max_bytes: int) -> Decoded:
         return _dead(DeadLetterReason.NOT_JSON, "nesting too deep")
     except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
         return _dead(DeadLetterReason.NOT_JSON, str(exc))
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond what Decimal holds
+        return _dead(DeadLetterReason.NOT_JSON, "a number's exponent is beyond any decimal range")
     if not isinstance(data, dict):
         return _dead(
             DeadLetterReason.SCHEMA_INVALID, f"expected a JSON object, got {type(data).__name__}"

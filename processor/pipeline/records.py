@@ -13,6 +13,7 @@ from processor import __version__
 from processor.models.anomaly import Scores
 from processor.models.embedder import DocumentVector
 from processor.models.novelty import NoveltyResult
+from processor.pipeline.decode import printable
 from schemas import (
     AlertV1,
     DeadLetterReason,
@@ -164,7 +165,7 @@ def dead_letter(
     kept = value[:MAX_DEAD_LETTER_VALUE] if value is not None else None
     return DeadLetterV1(
         reason=reason,
-        detail=detail[:4096],
+        detail=printable(detail)[:4096],
         source=origin.ref,
         key_b64=(
             base64.b64encode(origin.key[:MAX_DEAD_LETTER_KEY]).decode()

@@ -451,6 +451,7 @@ class StreamProcessor:
                 self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 return
             except BufferError:  # local queue full: serve delivery reports, then retry
+                self.metrics.queue_full.inc()
                 self.producer.poll(0.05)
             except KafkaException as exc:  # refused at once, e.g. larger than message.max.bytes
                 self._on_delivery(exc.args[0], topic, origin, value)
@@ -610,6 +611,7 @@ class StreamProcessor:
         dropped = self.tracker.drop([(p.topic, p.partition) for p in partitions])
         with self.stats.lock:
             self.stats.revocations += 1
+        self.health.assignment_held = bool(set(consumer.assignment()) - set(partitions))
         log.warning("partitions lost %s abandoned=%d", _describe(partitions), dropped)
 
     def _on_kafka_error(self, err: KafkaError) -> None:
