@@ -162,7 +162,7 @@ def test_a_transactional_call_that_hangs_stops_the_processor_within_its_bound(
     """With librdkafka's default re-bootstrap, send_offsets_to_transaction can hang for good
     after the outage (the processor turns that off by default; this test turns it back on).
     The watchdog must then stop the processor, naming the call, instead of stalling."""
-    timeout_s = 10
+    timeout_s = 20  # longer than the outage: the flush during it must not abort the batch
     outage = Outage(
         tmp_path,
         Models(embedder, bundle, device),

@@ -315,3 +315,23 @@ def test_a_record_is_resolved_only_once() -> None:
     tracker.ack(tp, 179)
     assert tracker.in_flight() == 0
     assert tracker.committable() == {tp: 180}
+
+
+def test_a_late_delivery_report_from_before_a_drop_does_not_settle_the_record_read_again() -> None:
+    tracker = OffsetTracker()
+    tracker.add(TP, 5)
+    before = tracker.incarnation(TP)
+    tracker.resolve(TP, 5, 1, before)  # its output is in flight when the partition goes
+    tracker.drop([TP])
+
+    tracker.add(TP, 5)  # the same offset, read again after the partition came back
+    again = tracker.incarnation(TP)
+    assert again != before
+    tracker.ack(TP, 5, before)  # the old output's report arrives late
+    assert tracker.committable() == {}
+    assert tracker.resolve(TP, 5, 1, before) is False
+    assert tracker.is_tracked(TP, 5, before) is False
+
+    assert tracker.resolve(TP, 5, 1, again)
+    tracker.ack(TP, 5, again)
+    assert tracker.committable() == {TP: 6}

@@ -22,8 +22,8 @@ from tests.pipeline_helpers import fresh_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-EVENTS = 2400
-RATE = 50.0  # events/s: the feed lasts about 48 s, across the whole 1 -> 3 -> 1 sequence
+EVENTS = 3000
+RATE = 50.0  # events/s: the feed lasts about 60 s, across the whole 1 -> 3 -> 1 sequence
 PARTITIONS = 6
 
 

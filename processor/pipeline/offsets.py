@@ -9,11 +9,13 @@ outputs, and those of every lower offset, are acknowledged.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 TopicPart = tuple[str, int]
+_incarnations = itertools.count(1)
 
 
 @dataclass
@@ -23,6 +25,9 @@ class _Partition:
     order: deque[int] = field(default_factory=deque)
     next_commit: int | None = None
     committed: int | None = None
+    # a partition tracked again after a drop or a log reset is a new incarnation: delivery
+    # reports of outputs from the earlier one must not settle the same offsets read again
+    incarnation: int = field(default_factory=lambda: next(_incarnations))
 
 
 class OffsetTracker:
@@ -53,23 +58,37 @@ class OffsetTracker:
             self._in_flight += 1
             return abandoned
 
-    def resolve(self, tp: TopicPart, offset: int, outputs: int) -> bool:
-        """Say how many outputs the record has (0 when skipped), once.
-
-        False when the record is not tracked (its partition was revoked) or already resolved.
-        """
+    def incarnation(self, tp: TopicPart) -> int | None:
         with self._lock:
             part = self._parts.get(tp)
+            return part.incarnation if part is not None else None
+
+    def _current(self, tp: TopicPart, incarnation: int | None) -> _Partition | None:
+        part = self._parts.get(tp)
+        if part is None or (incarnation is not None and part.incarnation != incarnation):
+            return None
+        return part
+
+    def resolve(
+        self, tp: TopicPart, offset: int, outputs: int, incarnation: int | None = None
+    ) -> bool:
+        """Say how many outputs the record has (0 when skipped), once.
+
+        False when the record is not tracked (its partition was revoked, or tracked again
+        since ``incarnation``) or already resolved.
+        """
+        with self._lock:
+            part = self._current(tp, incarnation)
             if part is None or offset not in part.unresolved:
                 return False
             part.unresolved.discard(offset)
             self._settle(part, offset, outputs - 1)
             return True
 
-    def ack(self, tp: TopicPart, offset: int) -> None:
+    def ack(self, tp: TopicPart, offset: int, incarnation: int | None = None) -> None:
         """One output of the record was delivered."""
         with self._lock:
-            part = self._parts.get(tp)
+            part = self._current(tp, incarnation)
             if part is not None and offset in part.pending:
                 self._settle(part, offset, -1)
 
@@ -83,9 +102,9 @@ class OffsetTracker:
             part.next_commit = done + 1
             self._in_flight -= 1
 
-    def is_tracked(self, tp: TopicPart, offset: int) -> bool:
+    def is_tracked(self, tp: TopicPart, offset: int, incarnation: int | None = None) -> bool:
         with self._lock:
-            part = self._parts.get(tp)
+            part = self._current(tp, incarnation)
             return part is not None and offset in part.pending
 
     def committable(self) -> dict[TopicPart, int]:

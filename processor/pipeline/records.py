@@ -48,6 +48,7 @@ class Origin:
     key: bytes | None
     consumed_at: datetime
     value: bytes | None = field(default=None, repr=False)
+    incarnation: int | None = None  # of the partition's tracking when the record was read
 
     @property
     def ref(self) -> SourceRef:

@@ -43,12 +43,10 @@ TXN_GRACE_S = 15.0  # past a transactional call's own timeout, the watchdog stop
 # a missing topic, no authorisation) is the pipeline's: the processor stops without committing.
 RECORD_REFUSED = frozenset(
     {
-        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.MSG_SIZE_TOO_LARGE,  # from the broker it applies to the whole batch sent
         KafkaError.INVALID_MSG_SIZE,
-        KafkaError.INVALID_MSG,
         KafkaError.INVALID_RECORD,
         KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.INVALID_TIMESTAMP,
         KafkaError.POLICY_VIOLATION,
     }
 )
@@ -111,12 +109,14 @@ class StreamProcessor:
         self._fatal: str | None = None
         self._paused = False
         self._closing = False
-        self._rejected: set[tuple[str, int, int]] = set()
+        self._rejected: set[tuple[str, int, int, int | None]] = set()
         self._last_message = time.monotonic()
         self.eos = settings.delivery == "exactly-once"
         self._group_metadata = None
         self._txn_call: tuple[str, float] | None = None  # (name, started) while one blocks
         self._txn_abandoned = False
+        self._lost_epoch = 0  # bumped when partitions are lost (exactly-once aborts then)
+        self._txn_epoch = 0
         self._expected = {
             self.topics.transactions: "transaction",
             self.topics.documents: "document",
@@ -174,7 +174,9 @@ class StreamProcessor:
             max_chunks=settings.max_document_chunks,
             delay_s=settings.test_batch_delay_ms / 1000,
             encoding=settings.embedding_encoding,
-            is_live=lambda o: self.tracker.is_tracked((o.topic, o.partition), o.offset),
+            is_live=lambda o: self.tracker.is_tracked(
+                (o.topic, o.partition), o.offset, o.incarnation
+            ),
         )
         self.health.model_loaded = True
 
@@ -240,7 +242,14 @@ class StreamProcessor:
                         break
         finally:
             self._shutdown()
+        if self._fatal is not None:  # recorded during the drain: still not a clean stop
+            raise FatalError(self._fatal)
         return self.stats
+
+    def _fail(self, message: str) -> None:
+        """Record why the processor must stop; the first cause is the one reported."""
+        if self._fatal is None:
+            self._fatal = message
 
     def _check_failures(self) -> None:
         call = self._txn_call
@@ -249,16 +258,16 @@ class StreamProcessor:
             waited = time.monotonic() - started
             if waited > self.settings.transaction_timeout_s + TXN_GRACE_S:
                 self._txn_abandoned = True
-                self._fatal = (
+                self._fail(
                     f"{name} has not returned after {waited:.0f} s although its timeout is "
                     f"{self.settings.transaction_timeout_s:.0f} s (librdkafka can block past it "
                     "when the coordinator went away: confluentinc/librdkafka#5456); stopping so "
                     "that a restart resumes from the last committed transaction"
                 )
-        if self.worker.error is not None:
-            raise FatalError(f"inference worker died: {self.worker.error!r}")
         if self._fatal is not None:
             raise FatalError(self._fatal)
+        if self.worker.error is not None:
+            raise FatalError(f"inference worker died: {self.worker.error!r}")
 
     def _shutdown(self) -> None:
         log.info("draining in-flight work budget_s=%.0f", self.settings.shutdown_timeout_s)
@@ -307,6 +316,7 @@ class StreamProcessor:
         self.health.broker_reachable = True
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         ts_type, ts = msg.timestamp()
+        abandoned = self.tracker.add((topic, partition), offset)
         origin = Origin(
             topic,
             partition,
@@ -315,8 +325,8 @@ class StreamProcessor:
             msg.key(),
             records.now(),
             msg.value(),
+            self.tracker.incarnation((topic, partition)),
         )
-        abandoned = self.tracker.add((topic, partition), offset)
         if abandoned:
             log.warning(
                 "offsets went back: log reset under the consumer topic=%s partition=%d "
@@ -341,7 +351,7 @@ class StreamProcessor:
                 detail=f"unexpected decoding error {type(exc).__name__}: {exc}",
             )
         if result.skipped:
-            self.tracker.resolve((topic, partition), offset, 0)
+            self.tracker.resolve((topic, partition), offset, 0, origin.incarnation)
             with self.stats.lock:
                 self.stats.skipped[topic] += 1
             self.metrics.events.labels(topic, "skipped").inc()
@@ -354,9 +364,17 @@ class StreamProcessor:
 
     # -- output (called by the worker) -------------------------------------------------------
 
-    def batch_started(self) -> None:
-        if self.eos:
-            self.producer.begin_transaction()
+    def batch_started(self) -> bool:
+        """False when no batch may start: the worker stops, and the process follows."""
+        if not self.eos:
+            return True
+        if self._fatal is not None or self._txn_abandoned:
+            # after an abort the aborted batch's offsets still look done to the tracker: no
+            # later transaction may commit them
+            return False
+        self._txn_epoch = self._lost_epoch
+        self.producer.begin_transaction()
+        return True
 
     def batch_finished(self) -> None:
         """Exactly-once: the batch's outputs and its input offsets commit atomically."""
@@ -365,6 +383,11 @@ class StreamProcessor:
         timeout = self.settings.transaction_timeout_s
         try:
             self._txn("flush", self.producer.flush, timeout)  # delivery reports -> acks
+            if self._txn_epoch != self._lost_epoch:
+                # the group took the partitions away while this transaction was open: its
+                # outputs must not become visible (the new owner writes them again)
+                self._abort_lost()
+                return
             offsets = self.tracker.committable()
             if offsets:
                 self._txn(
@@ -398,24 +421,44 @@ class StreamProcessor:
         """Exactly-once, worker idle: commit offsets resolved without a batch (e.g. tombstones)
         in a transaction of their own."""
         if self.eos and self._fatal is None and self.tracker.committable():
-            self.batch_started()
-            self.batch_finished()
+            if self.batch_started():
+                self.batch_finished()
 
     def _abort(self, exc: KafkaException) -> None:
-        self.metrics.commit_failures.inc()
-        try:
-            self.producer.abort_transaction(self.settings.transaction_timeout_s)
-        except KafkaException:
-            pass
         # Rewinding every partition under a running consumer is not built: stop, and let the
         # restart resume from the last committed transaction (nothing of this one is visible).
-        self._fatal = (
+        # The cause is recorded first, so that no other transaction begins meanwhile.
+        self._fail(
             f"transaction aborted ({exc.args[0].str()}); restart to resume from the last "
             "committed transaction"
         )
+        self.metrics.commit_failures.inc()
+        self._abort_transaction()
+
+    def _abort_transaction(self) -> None:
+        try:
+            self._txn(
+                "abort_transaction",
+                self.producer.abort_transaction,
+                self.settings.transaction_timeout_s,
+            )
+        except (KafkaException, _TransactionAbandoned):
+            pass  # the broker aborts it after transaction.timeout.ms
+
+    def _abort_lost(self) -> None:
+        """The open transaction held outputs of partitions the group has taken away."""
+        self.metrics.commit_failures.inc()
+        if self.tracker.committable():  # records of partitions still held were in it too
+            self._fail(
+                "partitions were lost while a transaction held records of others; restart to "
+                "resume from the last committed transaction"
+            )
+        self._abort_transaction()
+        log.warning("transaction aborted: its partitions were lost to the group")
 
     def emit(self, origin: Origin, outputs: list[Output]) -> None:
-        if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, len(outputs)):
+        tp = (origin.topic, origin.partition)
+        if not self.tracker.resolve(tp, origin.offset, len(outputs), origin.incarnation):
             return  # partition revoked meanwhile: its new owner processes the record
         alerts = sum(1 for topic, _, _ in outputs if topic == self.topics.alerts)
         with self.stats.lock:
@@ -428,7 +471,8 @@ class StreamProcessor:
             self._produce(topic, key, value, origin)
 
     def dead(self, origin: Origin, reason: DeadLetterReason, detail: str) -> None:
-        if not self.tracker.resolve((origin.topic, origin.partition), origin.offset, 1):
+        tp = (origin.topic, origin.partition)
+        if not self.tracker.resolve(tp, origin.offset, 1, origin.incarnation):
             return
         self._count_dead(origin, reason)
         record = records.dead_letter(origin, origin.value, reason, detail)
@@ -462,7 +506,7 @@ class StreamProcessor:
     ) -> None:
         tp = (origin.topic, origin.partition)
         if err is None:
-            self.tracker.ack(tp, origin.offset)
+            self.tracker.ack(tp, origin.offset, origin.incarnation)
             self.metrics.produced.labels(topic).inc()
             if origin.timestamp_ms and topic != self.topics.dead_letters:
                 kind = "transaction" if topic == self.topics.transactions_enriched else "document"
@@ -475,18 +519,17 @@ class StreamProcessor:
             "delivery failed topic=%s source_offset=%d error=%r", topic, origin.offset, err.str()
         )
         if topic == self.topics.dead_letters:
-            self._fatal = f"the dead-letter topic refused a record: {err.str()}"
+            self._fail(f"the dead-letter topic refused a record: {err.str()}")
             return
         if err.code() not in RECORD_REFUSED:  # not this record's fault: stop, don't dead-letter
-            if self._fatal is None:
-                self._fatal = _undeliverable(topic, err)
+            self._fail(_undeliverable(topic, err))
             return
         # The output cannot be written: the input goes to the dead-letter topic instead (once,
         # however many of its outputs fail), and its offset stays uncommitted until that record
         # is acknowledged.
-        source = (origin.topic, origin.partition, origin.offset)
+        source = (origin.topic, origin.partition, origin.offset, origin.incarnation)
         if source in self._rejected:
-            self.tracker.ack(tp, origin.offset)
+            self.tracker.ack(tp, origin.offset, origin.incarnation)
             return
         self._rejected.add(source)
         with self.stats.lock:  # its final outcome is the dead letter, even if a sibling arrived
@@ -580,6 +623,8 @@ class StreamProcessor:
         log.info("partitions assigned %s", _describe(partitions))
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        if self.eos:  # the offsets still to be sent belong to the generation now current
+            self._group_metadata = consumer.consumer_group_metadata()
         tps = {(p.topic, p.partition) for p in partitions}
         budget = 0.0 if self._closing else min(self.settings.shutdown_timeout_s, 30.0)
         deadline = time.monotonic() + budget  # at close, the drain has had its budget already
@@ -588,6 +633,14 @@ class StreamProcessor:
                 break
             self.producer.poll(0.05)
         self.commit(only=tps)
+        if self.eos and self._unsettled(tps) and not self._closing:
+            # an open transaction holds outputs of these partitions without their offsets:
+            # committing it would repeat them under the new owner
+            self._txn_abandoned = True
+            self._fail(
+                "revoked partitions did not settle within the rebalance budget; restart to "
+                "resume from the last committed transaction"
+            )
         dropped = self.tracker.drop(list(tps))
         if not self._closing:
             with self.stats.lock:
@@ -608,11 +661,14 @@ class StreamProcessor:
         return count
 
     def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
+        self._lost_epoch += 1  # exactly-once: the open transaction aborts instead of committing
         dropped = self.tracker.drop([(p.topic, p.partition) for p in partitions])
         with self.stats.lock:
             self.stats.revocations += 1
         self.health.assignment_held = bool(set(consumer.assignment()) - set(partitions))
         log.warning("partitions lost %s abandoned=%d", _describe(partitions), dropped)
+        if self.eos:
+            self._group_metadata = consumer.consumer_group_metadata()
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -620,7 +676,7 @@ class StreamProcessor:
                 log.warning("broker unreachable error=%r", err.str())
             self.health.broker_reachable = False
         elif err.fatal():
-            self._fatal = f"fatal Kafka error: {err.str()}"
+            self._fail(f"fatal Kafka error: {err.str()}")
         else:
             log.warning("kafka error error=%r", err.str())
 

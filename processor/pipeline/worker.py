@@ -50,7 +50,7 @@ Emission = tuple[Origin, list[Output]]
 
 
 class Sink(Protocol):
-    def batch_started(self) -> None: ...
+    def batch_started(self) -> bool: ...
 
     def batch_finished(self) -> None: ...
 
@@ -132,9 +132,11 @@ class InferenceWorker(threading.Thread):
                 if not batch:
                     self.sink.idle_tick()
                     continue
+                if not self.sink.batch_started():
+                    log.warning("inference worker stopping: the processor has failed")
+                    break
                 self._busy.set()
                 try:
-                    self.sink.batch_started()
                     self._handle(batch)
                     self.sink.batch_finished()
                 finally:
