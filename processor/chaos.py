@@ -111,6 +111,7 @@ class Feeder:
         self.acked: list[str] = []
         self.ends: dict[int, int] = {}  # partition -> one past the highest acknowledged offset
         self.failed: list[str] = []
+        self.unplaced = 0  # acknowledged records whose offset was not reported
         self.done = threading.Event()
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -122,6 +123,11 @@ class Feeder:
                     self.failed.append(f"{event_id}: {err.str()}")
                     return
                 self.acked.append(event_id)
+                if msg.offset() is None or msg.offset() < 0:
+                    # delivered, but librdkafka did not learn the offset (it can happen for a
+                    # retried record after the broker was unreachable)
+                    self.unplaced += 1
+                    return
                 end = msg.offset() + 1
                 if end > self.ends.get(msg.partition(), 0):
                     self.ends[msg.partition()] = end
