@@ -60,24 +60,3 @@ def test_poison_records_are_dead_lettered_and_the_partition_moves_on(
     )
     assert sorted(d["reason"] for d in dead) == ["not_json", "not_json", "schema_invalid"]
     assert committed_total(broker, settings.group_id, topics.transactions) == 33
-
-
-def test_outputs_the_broker_refuses_become_dead_letters_and_offsets_still_commit(
-    broker: str, model_dir: Path, bundle, embedder, device
-) -> None:
-    topics = fresh_topics()
-    settings = settings_for(broker, topics, model_dir, producer_kafka={"message.max.bytes": 4000})
-    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 20))
-    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
-
-    running = start_processor(settings, Models(embedder, bundle, device))
-    running.wait_done(len(events), timeout=120)
-    stats = running.stop().as_dict()
-
-    assert stats["consumed"] == 20 and stats["enriched"] == 0 and stats["dead_lettered"] == 20
-    dead = [json.loads(r.value) for r in read_topic(broker, topics.dead_letters)]
-    assert [d["reason"] for d in dead] == ["output_rejected"] * 20
-    originals = {json.loads(base64.b64decode(d["value_b64"]))["event_id"] for d in dead}
-    assert originals == {e.event["event_id"] for e in events}
-    assert list(read_topic(broker, topics.transactions_enriched)) == []
-    assert committed_total(broker, settings.group_id, topics.transactions) == 20

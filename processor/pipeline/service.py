@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from processor.config import ConfigError, Settings
 from processor.errors import ProcessorError
 from processor.metrics import Health, Metrics
-from processor.pipeline import records
+from processor.pipeline import limits, records
 from processor.pipeline.decode import Decoded, decode
 from processor.pipeline.offsets import OffsetTracker
 from processor.pipeline.records import Origin
@@ -126,6 +126,10 @@ class StreamProcessor:
             "error_cb": self._on_kafka_error,
             "logger": logging.getLogger("processor.kafka"),
         }
+        self.limits = limits.plan(
+            settings,
+            limits.read_topic_limits(bootstrap, limits.output_topics(settings), settings.kafka),
+        )
         try:
             self.consumer = Consumer(
                 {
@@ -152,6 +156,7 @@ class StreamProcessor:
                     **common,
                     **settings.kafka,
                     **settings.producer_kafka,
+                    **self.limits.producer_overrides,
                 }
             )
         except KafkaException as exc:
@@ -457,6 +462,17 @@ class StreamProcessor:
         log.warning("transaction aborted: its partitions were lost to the group")
 
     def emit(self, origin: Origin, outputs: list[Output]) -> None:
+        for topic, key, value in outputs:
+            if not self.limits.fits(topic, key, value):
+                # the broker would refuse it (in exactly-once, aborting the whole transaction):
+                # the input goes to the dead-letter topic instead, and none of its outputs
+                size = len(value) + len(key or b"")
+                detail = (
+                    f"output to {topic} ({size} bytes) refused: larger than the "
+                    f"{self.limits.limit(topic)} bytes the topic takes"
+                )
+                self.dead(origin, DeadLetterReason.OUTPUT_REJECTED, detail)
+                return
         tp = (origin.topic, origin.partition)
         if not self.tracker.resolve(tp, origin.offset, len(outputs), origin.incarnation):
             return  # partition revoked meanwhile: its new owner processes the record
@@ -476,9 +492,7 @@ class StreamProcessor:
             return
         self._count_dead(origin, reason)
         record = records.dead_letter(origin, origin.value, reason, detail)
-        self._produce(
-            self.topics.dead_letters, origin.key, record.model_dump_json().encode(), origin
-        )
+        self._produce(self.topics.dead_letters, _dead_key(origin), _json(record), origin)
 
     def _count_dead(self, origin: Origin, reason: DeadLetterReason) -> None:
         with self.stats.lock:
@@ -542,9 +556,7 @@ class StreamProcessor:
             DeadLetterReason.OUTPUT_REJECTED,
             f"output to {topic} ({len(value)} bytes) refused: {err.str()}",
         )
-        self._produce(
-            self.topics.dead_letters, origin.key, record.model_dump_json().encode(), origin
-        )
+        self._produce(self.topics.dead_letters, _dead_key(origin), _json(record), origin)
 
     # -- offsets, backpressure, rebalance ----------------------------------------------------
 
@@ -699,6 +711,16 @@ def _undeliverable(topic: str, err: KafkaError) -> str:
         f"outputs to {topic} failed ({err.str()}); stopping without committing them, a restart "
         "resumes from the committed offsets"
     )
+
+
+def _dead_key(origin: Origin) -> bytes | None:
+    """A dead letter's Kafka key: the original key's kept prefix (the key of a bad record is as
+    unbounded as its value, and the dead letter must fit its topic)."""
+    return origin.key[: records.MAX_DEAD_LETTER_KEY] if origin.key is not None else None
+
+
+def _json(record) -> bytes:
+    return record.model_dump_json().encode()
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
