@@ -2,17 +2,21 @@
 
 Per delivery mode, on a fresh embedded broker (topics with 6 partitions):
 
-1. produce part of the events to ``transactions.raw`` up front, and the rest from a producer
-   thread at a steady rate while the processor runs (real sparkov transactions; a row used
-   again gets a ``-r<round>`` suffix on its event id, so every event id is unique);
+1. produce part of the input up front, and the rest from a producer thread at a steady rate
+   while the processor runs: real sparkov transactions to ``transactions.raw`` (a row used
+   again gets a ``-r<round>`` suffix on its event id, so every event id is unique), and mixed
+   into the same stream, real SROIE receipts to ``documents.raw``, malformed records of four
+   kinds and tombstones (``--documents-every``, ``--malformed-every``, ``--tombstones-every``);
 2. start ``python -m processor run`` as a subprocess configured by environment variables only,
    let it take its partitions and make progress for a random time, SIGKILL it, restart it;
    ``--kills`` times (seeded, ``--seed``);
 3. start it once more and let it run until every input offset is committed for the group
    (compared with the offsets the harness produced, not the broker's high watermarks), then
    SIGTERM it;
-4. read ``transactions.enriched``, ``events.dlq`` and ``alerts`` back (read committed) and count
-   losses and duplicates per event id (:mod:`processor.checker`).
+4. read ``transactions.enriched``, ``documents.enriched``, ``events.dlq`` and ``alerts`` back
+   (read committed) and count losses and duplicates per event id (:mod:`processor.checker`); a
+   malformed record counts by its key, and must be dead-lettered with the reason its kind
+   has. Tombstones have no output: their offsets are among those that must be committed.
 
 At-least-once must show no loss; exactly-once no loss and no duplicate. The exit status is 1
 when a guarantee is broken or the processor stalled, exited by itself or did not stop cleanly.
@@ -49,6 +53,11 @@ STREAM_FILES = [
     SPARKOV / "fraudTest_1072fraud_1072normal.csv.gz",
 ]
 HISTORY = SPARKOV / "fraudTrain_first5039rows.csv.gz"
+RECEIPTS = [
+    ROOT / "data" / "sroie" / "sroie_train_metadata.jsonl.gz",
+    ROOT / "data" / "sroie" / "sroie_test_metadata.jsonl.gz",
+]
+MALFORMED_KINDS = ("not_json", "not_utf8", "schema_invalid", "empty_payload")
 MODES = ("at-least-once", "exactly-once")
 READY_MARK = "partitions assigned"
 POLL_S = 0.5
@@ -93,11 +102,70 @@ def build_events(count: int) -> list[SourceEvent]:
     return events
 
 
-class Feeder:
-    """Produces events to the input topic and remembers what the broker acknowledged."""
+@dataclass(frozen=True)
+class Record:
+    """One input record of the run and what the outputs must show for it."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
+    role: str  # "transactions" or "documents": the input topic
+    key: bytes | None
+    value: bytes | None
+    expected_id: str | None  # the id its output is counted by; None for a tombstone
+    reason: str | None = None  # malformed: the dead-letter reason it must get
+
+
+def build_records(
+    count: int, documents_every: int = 0, malformed_every: int = 0, tombstones_every: int = 0
+) -> list[Record]:
+    """``count`` input records: transactions, with every n-th a receipt, a malformed record or
+    a tombstone (0: none of that kind). Every id is unique."""
+    transactions = iter(build_events(count))
+    receipts = (
+        [e for path in RECEIPTS for e in open_source("sroie", path)] if documents_every else []
+    )
+    records: list[Record] = []
+    for n in range(1, count + 1):
+        if tombstones_every and n % tombstones_every == 0:
+            records.append(Record("transactions", f"chaos-tombstone-{n}".encode(), None, None))
+        elif malformed_every and n % malformed_every == 0:
+            kind = MALFORMED_KINDS[(n // malformed_every) % len(MALFORMED_KINDS)]
+            records.append(_malformed(n, kind, next(transactions)))
+        elif documents_every and n % documents_every == 0:
+            used = n // documents_every - 1
+            doc = receipts[used % len(receipts)]
+            event = {**doc.event, "event_id": f"{doc.event['event_id']}-c{used}"}
+            records.append(
+                Record("documents", doc.key.encode(), encode_event(event), event["event_id"])
+            )
+        else:
+            tx = next(transactions)
+            records.append(
+                Record(
+                    "transactions", tx.key.encode(), encode_event(tx.event), tx.event["event_id"]
+                )
+            )
+    return records
+
+
+def _malformed(n: int, kind: str, template: SourceEvent) -> Record:
+    """A record the processor must dead-letter with ``kind`` as the reason; counted by key
+    (by its event id when it has one)."""
+    key = f"chaos-bad-{n}"
+    if kind == "schema_invalid":  # valid JSON, an amount written as an exponent
+        event = {**template.event, "event_id": key, "amount": "1E+3"}
+        return Record("transactions", key.encode(), encode_event(event), key, kind)
+    value = {
+        "not_json": b'{"type": "transaction", "event_id": "' + key.encode(),  # cut short
+        "not_utf8": b'{"event_id": "' + key.encode() + b'\xff\xfe"}',
+        "empty_payload": b"  \n ",
+    }[kind]
+    return Record("transactions", key.encode(), value, checker.key_id(key.encode()), kind)
+
+
+class Feeder:
+    """Produces the input records and remembers what the broker acknowledged."""
+
+    def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
+        self.topics = topics  # role -> topic name
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -108,45 +176,56 @@ class Feeder:
             }
         )
         self.lock = threading.Lock()
-        self.acked: list[str] = []
-        self.ends: dict[int, int] = {}  # partition -> one past the highest acknowledged offset
+        self.acked: list[str] = []  # expected ids of acknowledged records
+        self.acked_records = 0  # tombstones included
+        self.reasons: dict[str, str] = {}  # malformed id -> the dead-letter reason it needs
+        self.kinds: Counter = Counter()  # acknowledged records by kind
+        self.ends: dict[tuple[str, int], int] = {}  # one past the highest acknowledged offset
         self.failed: list[str] = []
         self.unplaced = 0  # acknowledged records whose offset was not reported
         self.done = threading.Event()
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def _on_delivery(self, event_id: str):
+    def _on_delivery(self, record: Record):
         def report(err, msg) -> None:
             with self.lock:
                 if err is not None:
-                    self.failed.append(f"{event_id}: {err.str()}")
+                    self.failed.append(f"{record.expected_id or record.key}: {err.str()}")
                     return
-                self.acked.append(event_id)
+                self.acked_records += 1
+                self.kinds[_kind(record)] += 1
+                if record.expected_id is not None:
+                    self.acked.append(record.expected_id)
+                if record.reason is not None:
+                    self.reasons[record.expected_id] = record.reason
                 if msg.offset() is None or msg.offset() < 0:
                     # delivered, but librdkafka did not learn the offset (it can happen for a
                     # retried record after the broker was unreachable)
                     self.unplaced += 1
                     return
                 end = msg.offset() + 1
-                if end > self.ends.get(msg.partition(), 0):
-                    self.ends[msg.partition()] = end
+                tp = (msg.topic(), msg.partition())
+                if end > self.ends.get(tp, 0):
+                    self.ends[tp] = end
 
         return report
 
-    def send(self, events: list[SourceEvent], rate: float | None = None) -> None:
-        """Produce ``events`` (paced to ``rate`` per second when given) and wait for all acks."""
+    def send(self, records: list[Record], rate: float | None = None) -> None:
+        """Produce ``records`` (paced to ``rate`` per second when given); wait for all acks."""
         started = time.monotonic()
-        for n, item in enumerate(events):
+        for n, record in enumerate(records):
             if rate:
                 while (wait := started + n / rate - time.monotonic()) > 0:
                     self.producer.poll(min(wait, 0.1))
-            value = encode_event(item.event)
-            report = self._on_delivery(item.event["event_id"])
+            report = self._on_delivery(record)
             while True:
                 try:
                     self.producer.produce(
-                        self.topic, value=value, key=item.key.encode(), on_delivery=report
+                        self.topics[record.role],
+                        value=record.value,
+                        key=record.key,
+                        on_delivery=report,
                     )
                     break
                 except BufferError:
@@ -157,10 +236,10 @@ class Feeder:
             with self.lock:
                 self.failed.append(f"{left} records not acknowledged within 120 s")
 
-    def start(self, events: list[SourceEvent], rate: float | None) -> None:
+    def start(self, records: list[Record], rate: float | None) -> None:
         def target() -> None:
             try:
-                self.send(events, rate)
+                self.send(records, rate)
             except BaseException as exc:  # reported by the harness
                 self.error = exc
             finally:
@@ -169,15 +248,23 @@ class Feeder:
         self._thread = threading.Thread(target=target, name="chaos-feeder", daemon=True)
         self._thread.start()
 
-    def snapshot(self) -> tuple[int, dict[int, int]]:
+    def snapshot(self) -> tuple[int, dict[tuple[str, int], int]]:
         with self.lock:
-            return len(self.acked), dict(self.ends)
+            return self.acked_records, dict(self.ends)
+
+
+def _kind(record: Record) -> str:
+    if record.value is None:
+        return "tombstones"
+    if record.reason is not None:
+        return "malformed"
+    return record.role
 
 
 class GroupOffsets:
-    """The group's committed offsets of the input topic (OffsetFetch; never joins the group)."""
+    """The group's committed offsets of the input topics (OffsetFetch; never joins the group)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, group: str, topics: list[str], partitions: int) -> None:
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -186,13 +273,13 @@ class GroupOffsets:
                 "log.connection.close": False,
             }
         )
-        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
-        self.last: dict[int, int] = {}
+        self.tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        self.last: dict[tuple[str, int], int] = {}
 
-    def committed(self) -> dict[int, int]:
+    def committed(self) -> dict[tuple[str, int], int]:
         try:
             tps = self.consumer.committed(self.tps, timeout=10)
-            self.last = {tp.partition: max(tp.offset, 0) for tp in tps}
+            self.last = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in tps}
         except KafkaException:
             pass  # coordinator busy (rebalance): keep the last answer
         return self.last
@@ -293,7 +380,7 @@ class ModeRun:
     mode: str
     args: argparse.Namespace
     model_dir: Path
-    events: list[SourceEvent]
+    records: list[Record]
     rng: random.Random
     problems: list[str] = field(default_factory=list)
     incarnations: list[dict] = field(default_factory=list)
@@ -310,19 +397,23 @@ class ModeRun:
             bootstrap = broker.bootstrap_servers
             ensure_topics(bootstrap, topics.all(), args.partitions)
             say(self.mode, f"broker at {bootstrap}; topics with {args.partitions} partitions")
-            feeder = Feeder(bootstrap, topics.transactions)
-            preload = int(len(self.events) * args.preload)
-            feeder.send(self.events[:preload])
+            feeder = Feeder(
+                bootstrap, {"transactions": topics.transactions, "documents": topics.documents}
+            )
+            preload = int(len(self.records) * args.preload)
+            feeder.send(self.records[:preload])
             if feeder.failed:
                 raise HarnessError(f"producing the input failed: {feeder.failed[:3]}")
             say(
                 self.mode,
-                f"pre-loaded {preload} events; {len(self.events) - preload} more follow at "
+                f"pre-loaded {preload} records; {len(self.records) - preload} more follow at "
                 f"{args.rate:g}/s while the processor runs",
             )
-            feeder.start(self.events[preload:], args.rate)
+            feeder.start(self.records[preload:], args.rate)
             group = f"chaos-{self.mode}"
-            offsets = GroupOffsets(bootstrap, group, topics.transactions, args.partitions)
+            offsets = GroupOffsets(
+                bootstrap, group, [topics.transactions, topics.documents], args.partitions
+            )
             env = processor_env(bootstrap, self.model_dir, group, self.mode)
             try:
                 self._kill_phase(env, logs, feeder, offsets)
@@ -336,18 +427,22 @@ class ModeRun:
             if feeder.error is not None or feeder.failed:
                 raise HarnessError(f"producing the input failed: {feeder.error or feeder.failed}")
             say(self.mode, "reading the outputs back (read committed) ...")
-            result = checker.check(bootstrap, feeder.acked, topics, timeout=args.read_timeout)
+            result = checker.check(
+                bootstrap, feeder.acked, topics, timeout=args.read_timeout, reasons=feeder.reasons
+            )
         wall = time.monotonic() - started
         ok = result.holds(self.mode) and completed and not self.problems
         if not result.holds(self.mode):
             self.problems.append(
                 f"guarantee broken: {result.losses} lost, {result.duplicates} duplicated, "
-                f"{result.unexpected} unexpected ids"
+                f"{result.unexpected} unexpected ids, {result.wrong_reasons} dead letters with "
+                "the wrong reason"
             )
         return {
             "mode": self.mode,
             "ok": ok,
-            "events_sent": result.sent,
+            "events_sent": result.sent + feeder.kinds["tombstones"],
+            "records_by_kind": dict(feeder.kinds),
             "crashes": self.crashes,
             "kills_with_backlog": sum(
                 1
@@ -514,8 +609,9 @@ class ModeRun:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Crash harness: SIGKILL `processor run` at random moments while real transactions "
-        "stream through an embedded broker, restart it, let it drain, then check every event "
-        "id in the outputs (losses, duplicates) per delivery mode."
+        "stream through an embedded broker (with receipts, malformed records and tombstones mixed "
+        "in), restart it, let it drain, then check every event id in the outputs (losses, "
+        "duplicates, dead-letter reasons) per delivery mode."
     )
     parser.add_argument(
         "--modes",
@@ -525,10 +621,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--events", type=int, default=20_000, help="transactions produced (default: %(default)s)"
+        "--events",
+        type=int,
+        default=20_000,
+        help="input records produced, transactions and the mixed-in kinds below "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--kills", type=int, default=10, help="SIGKILLs per mode (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--documents-every",
+        type=int,
+        default=100,
+        help="every n-th record is a SROIE receipt on documents.raw; 0: none "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--malformed-every",
+        type=int,
+        default=250,
+        help="every n-th record is malformed (not JSON, not UTF-8, schema-invalid, empty, in "
+        "turn); 0: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tombstones-every",
+        type=int,
+        default=500,
+        help="every n-th record is a tombstone (null value); 0: none (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument(
@@ -666,6 +786,11 @@ def main(args: argparse.Namespace) -> int:
     if args.events < 1 or args.kills < 0 or not 0 <= args.preload <= 1:
         print("chaos: --events >= 1, --kills >= 0 and 0 <= --preload <= 1", file=sys.stderr)
         return 2
+    if min(args.documents_every, args.malformed_every, args.tombstones_every) < 0:
+        print(
+            "chaos: --documents-every, --malformed-every, --tombstones-every >= 0", file=sys.stderr
+        )
+        return 2
     if args.min_uptime > args.max_uptime or args.rate <= 0:
         print("chaos: need --min-uptime <= --max-uptime and --rate > 0", file=sys.stderr)
         return 2
@@ -675,16 +800,21 @@ def main(args: argparse.Namespace) -> int:
             print(f"note: {note}", flush=True)
         args.workdir.mkdir(parents=True, exist_ok=True)
         model_dir = args.model_dir or train_model(args.workdir)
-        events = build_events(args.events)
+        records = build_records(
+            args.events, args.documents_every, args.malformed_every, args.tombstones_every
+        )
+        kinds = Counter(_kind(r) for r in records)
         print(
-            f"{len(events)} sparkov transactions ({len({e.event['event_id'] for e in events})} "
-            f"unique ids); modes: {', '.join(modes)}; {args.kills} kills each; seed {args.seed}",
+            f"{len(records)} input records: {kinds['transactions']} sparkov transactions, "
+            f"{kinds['documents']} SROIE receipts, {kinds['malformed']} malformed, "
+            f"{kinds['tombstones']} tombstones; modes: {', '.join(modes)}; {args.kills} kills "
+            f"each; seed {args.seed}",
             flush=True,
         )
         results = []
         for mode in modes:
             rng = random.Random(f"{args.seed}:{mode}")
-            results.append(ModeRun(mode, args, model_dir, events, rng).run())
+            results.append(ModeRun(mode, args, model_dir, records, rng).run())
     except HarnessError as exc:
         print(f"chaos: error: {exc}", file=sys.stderr)
         return 2
@@ -694,8 +824,14 @@ def main(args: argparse.Namespace) -> int:
         c = r["check"]
         print(
             f"{r['mode']}: {c['enriched_records']} enriched + {c['dead_letter_records']} "
-            f"dead-letter records for {c['sent']} events ({c['duplicate_records']} extra "
-            f"copies); alerts {c['alert_records']} ({c['alert_duplicates']} ids repeated)"
+            f"dead-letter records for {c['sent']} records with an output "
+            f"({c['duplicate_records']} extra copies); alerts {c['alert_records']} "
+            f"({c['alert_duplicates']} ids repeated)"
+        )
+        print(
+            f"  dead letters by reason {c['dead_letter_reasons']}; wrong reason "
+            f"{c['wrong_reasons']}; tombstones {r['records_by_kind'].get('tombstones', 0)} "
+            "(no output; their offsets committed)"
         )
         print(
             f"  reprocessed events whose copies differ: {c['divergent_duplicates']} by score "

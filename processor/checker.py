@@ -1,14 +1,17 @@
 """Delivery checker: every produced event id against what the processor wrote.
 
-Reads ``transactions.enriched`` and ``events.dlq`` (and ``alerts``) back with
-:func:`processor.reader.read_topic`, which reads with ``isolation.level=read_committed``, so
-records of aborted transactions are not counted. An event is *delivered* when its id appears in
-the enriched topic or in a dead letter (whose id is taken from the original bytes it carries).
+Reads ``transactions.enriched``, ``documents.enriched`` and ``events.dlq`` (and ``alerts``)
+back with :func:`processor.reader.read_topic`, which reads with ``isolation.level=read_committed``,
+so records of aborted transactions are not counted. An event is *delivered* when its id appears
+in an enriched topic or in a dead letter (whose id is taken from the original bytes it carries,
+or, for bytes without an event id, from the original key: ``key:<key>``).
 
 - a **loss** is a produced id that appears in neither;
 - a **duplicate** is an id that appears more than once across both (``duplicate_records``
   counts the copies beyond the first);
 - an **unexpected** id is one the outputs hold but nobody produced (should never happen);
+- a **wrong reason** is a dead letter whose reason is not the one its input must get (when the
+  caller says which: a malformed record of a known kind);
 - a **divergent** duplicate is an id whose enriched copies disagree on the anomaly flag or on
   the score by more than ``SCORE_TOLERANCE``: reprocessing after a crash should give the same
   answer (informational; the largest score difference is reported too).
@@ -46,6 +49,8 @@ class CheckResult:
     duplicate_records: int  # copies beyond the first
     alert_duplicates: int  # alert event ids seen more than once (informational at-least-once)
     unexpected: int
+    wrong_reasons: int = 0  # dead letters whose reason is not the expected one
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     divergent_duplicates: int = 0  # ids whose enriched copies differ in score or flag
     flag_divergent_duplicates: int = 0  # of which the copies disagree on is_anomaly
     max_score_difference: float = 0.0  # largest score gap between copies of one event
@@ -57,15 +62,21 @@ class CheckResult:
 
     def holds(self, mode: str) -> bool:
         """Whether the delivery guarantee of ``mode`` holds for these outputs."""
-        if self.losses or self.unexpected:
+        if self.losses or self.unexpected or self.wrong_reasons:
             return False
         if mode == "exactly-once":
             return self.duplicates == 0 and self.alert_duplicates == 0
         return True
 
 
+def key_id(key: bytes) -> str:
+    """The id a record without a readable event id is counted by: its key."""
+    return "key:" + key.decode("utf-8", "backslashreplace")
+
+
 def dead_letter_id(value: bytes | None) -> str:
-    """The event id inside a dead letter's original bytes, else an id naming its source."""
+    """The event id inside a dead letter's original bytes; else its original key (``key:…``);
+    else an id naming its source."""
     try:
         record = json.loads(value or b"")
     except ValueError:
@@ -75,6 +86,8 @@ def dead_letter_id(value: bytes | None) -> str:
         f"dead-letter:{source.get('topic')}/{source.get('partition')}/{source.get('offset')}"
     )
     try:
+        if record.get("key_b64") and not record.get("key_truncated"):
+            fallback = key_id(base64.b64decode(record["key_b64"], validate=True))
         original = json.loads(base64.b64decode(record.get("value_b64") or "", validate=True))
     except (ValueError, binascii.Error):
         return fallback
@@ -88,6 +101,8 @@ class Outputs:
 
     ids: Counter = field(default_factory=Counter)  # enriched ∪ dead-letter
     alerts: Counter = field(default_factory=Counter)
+    dead_reasons: dict[str, set[str]] = field(default_factory=dict)  # id -> reasons seen
+    dead_by_reason: Counter = field(default_factory=Counter)  # dead-letter records by reason
     enriched: int = 0
     dead: int = 0
     divergent: set[str] = field(default_factory=set)
@@ -113,17 +128,33 @@ def read_outputs(bootstrap: str, topics: Topics, timeout: float = 120.0) -> Outp
             out.divergent.add(event_id)
         if flag != first_flag:
             out.flag_divergent.add(event_id)
+    for record in read_topic(bootstrap, topics.documents_enriched, timeout=timeout):
+        out.ids[json.loads(record.value)["event_id"]] += 1
+        out.enriched += 1
     for record in read_topic(bootstrap, topics.dead_letters, timeout=timeout):
-        out.ids[dead_letter_id(record.value)] += 1
+        event_id = dead_letter_id(record.value)
+        out.ids[event_id] += 1
         out.dead += 1
+        reason = str(json.loads(record.value).get("reason"))
+        out.dead_reasons.setdefault(event_id, set()).add(reason)
+        out.dead_by_reason[reason] += 1
     for record in read_topic(bootstrap, topics.alerts, timeout=timeout):
         out.alerts[json.loads(record.value)["event_id"]] += 1
     return out
 
 
-def compare(produced: Iterable[str], out: Outputs) -> CheckResult:
-    """Count losses and duplicates of the ``produced`` ids in what the outputs hold."""
+def compare(
+    produced: Iterable[str], out: Outputs, reasons: dict[str, str] | None = None
+) -> CheckResult:
+    """Count losses and duplicates of the ``produced`` ids in what the outputs hold;
+    ``reasons`` maps ids that must be dead-lettered to the reason they must get."""
     expected = set(produced)
+    reasons = reasons or {}
+    wrong = sum(
+        1
+        for event_id, reason in reasons.items()
+        if event_id in out.ids and out.dead_reasons.get(event_id) != {reason}
+    )
     ids = out.ids
     lost = sorted(expected - set(ids))
     repeated = sorted(i for i, n in ids.items() if n > 1)
@@ -138,6 +169,8 @@ def compare(produced: Iterable[str], out: Outputs) -> CheckResult:
         duplicate_records=sum(ids[i] - 1 for i in repeated),
         alert_duplicates=sum(1 for n in out.alerts.values() if n > 1),
         unexpected=len(set(ids) - expected),
+        wrong_reasons=wrong,
+        dead_letter_reasons=dict(out.dead_by_reason),
         divergent_duplicates=len(out.divergent),
         flag_divergent_duplicates=len(out.flag_divergent),
         max_score_difference=out.max_score_difference,
@@ -151,6 +184,7 @@ def check(
     produced: Iterable[str],
     topics: Topics | None = None,
     timeout: float = 120.0,
+    reasons: dict[str, str] | None = None,
 ) -> CheckResult:
     """Read the output topics at ``bootstrap`` and compare them with the ``produced`` ids."""
-    return compare(produced, read_outputs(bootstrap, topics or Topics(), timeout))
+    return compare(produced, read_outputs(bootstrap, topics or Topics(), timeout), reasons)

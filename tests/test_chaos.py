@@ -1,8 +1,10 @@
-"""The crash harness, short: SIGKILL `processor run` twice mid-stream; no event may be lost."""
+"""The crash harness, short: SIGKILL `processor run` twice mid-stream, with receipts, malformed
+records and tombstones mixed in; no record may be lost or dead-lettered for the wrong reason."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from collections import Counter
 from pathlib import Path
@@ -24,6 +26,9 @@ def test_at_least_once_survives_sigkill_without_losing_an_event(
         [
             "--modes=at-least-once",
             "--events=600",
+            "--documents-every=40",
+            "--malformed-every=25",
+            "--tombstones-every=60",
             "--kills=2",
             "--seed=1",
             "--rate=20",  # the feed lasts past the first kill: it lands mid-stream
@@ -41,6 +46,15 @@ def test_at_least_once_survives_sigkill_without_losing_an_event(
     (run,) = report["modes"]
     assert run["mode"] == "at-least-once"
     assert run["events_sent"] == 600
+    assert run["records_by_kind"] == {
+        "transactions": 560,
+        "documents": 8,  # multiples of 40, less those of 60 (tombstones) or 25 (malformed)
+        "malformed": 22,  # multiples of 25, less those of 60
+        "tombstones": 10,
+    }
+    assert run["check"]["wrong_reasons"] == 0
+    assert sum(run["check"]["dead_letter_reasons"].values()) >= 22
+    assert set(run["check"]["dead_letter_reasons"]) == set(chaos.MALFORMED_KINDS)
     assert run["crashes"] == 2
     assert run["losses"] == 0, run["check"]["lost_ids"]
     assert run["all_committed"] and not run["problems"], run["problems"]
@@ -60,14 +74,45 @@ def test_the_checker_counts_losses_duplicates_and_strangers() -> None:
     assert clean.holds("at-least-once") and not clean.holds("exactly-once")
 
 
-def test_a_dead_letter_counts_for_the_event_inside_it() -> None:
-    import base64
-
+def test_a_dead_letter_counts_for_the_event_inside_it_else_its_key() -> None:
     original = base64.b64encode(b'{"event_id": "e-1", "amount": "x"}').decode()
     record = {"source": {"topic": "t", "partition": 2, "offset": 7}, "value_b64": original}
     assert checker.dead_letter_id(json.dumps(record).encode()) == "e-1"
     record["value_b64"] = base64.b64encode(b"not json").decode()
     assert checker.dead_letter_id(json.dumps(record).encode()) == "dead-letter:t/2/7"
+    record["key_b64"] = base64.b64encode(b"bad-3").decode()
+    assert checker.dead_letter_id(json.dumps(record).encode()) == "key:bad-3"
+    record["key_truncated"] = True  # a prefix is no id
+    assert checker.dead_letter_id(json.dumps(record).encode()) == "dead-letter:t/2/7"
+
+
+def test_the_checker_counts_dead_letters_with_the_wrong_reason() -> None:
+    out = checker.Outputs(Counter({"key:a": 1, "key:b": 1, "c": 1}))
+    out.dead_reasons = {"key:a": {"not_json"}, "key:b": {"schema_invalid"}}
+    result = checker.compare(
+        ["key:a", "key:b", "c"], out, {"key:a": "not_json", "key:b": "not_utf8"}
+    )
+    assert result.wrong_reasons == 1 and result.losses == 0
+    assert not result.holds("at-least-once")
+
+
+def test_mixed_records_carry_the_kinds_and_ids_the_checker_expects() -> None:
+    from processor.pipeline.decode import decode
+
+    records = chaos.build_records(1000, documents_every=10, malformed_every=7, tombstones_every=50)
+    ids = [r.expected_id for r in records if r.expected_id is not None]
+    assert len(ids) == len(set(ids)) == 1000 - 20
+    for record in records:
+        expected = "document" if record.role == "documents" else "transaction"
+        decoded = decode(record.value, expected, 1_000_000)
+        if record.value is None:
+            assert decoded.skipped
+        elif record.reason is not None:
+            assert decoded.reason is not None and decoded.reason.value == record.reason
+        else:
+            assert decoded.reason is None and decoded.event.event_id == record.expected_id
+    kinds = {r.reason for r in records if r.reason}
+    assert kinds == set(chaos.MALFORMED_KINDS)
 
 
 def test_reused_rows_get_a_round_suffix_and_every_id_is_unique() -> None:
