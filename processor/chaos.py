@@ -444,10 +444,13 @@ class ModeRun:
             "events_sent": result.sent + feeder.kinds["tombstones"],
             "records_by_kind": dict(feeder.kinds),
             "crashes": self.crashes,
+            "crashes_by_moment": dict(
+                Counter(i["end"] for i in self.incarnations if i["end"].startswith("SIGKILL"))
+            ),
             "kills_with_backlog": sum(
                 1
                 for i in self.incarnations
-                if i["end"] == "SIGKILL" and i["committed_at_end"] < i["produced_at_end"]
+                if i["end"].startswith("SIGKILL") and i["committed_at_end"] < i["produced_at_end"]
             ),
             "losses": result.losses,
             "duplicates": result.duplicates,
@@ -503,9 +506,21 @@ class ModeRun:
             )
 
     def _kill_phase(self, env: dict, logs: Path, feeder: Feeder, offsets: GroupOffsets) -> None:
+        """``--kills`` SIGKILLs mid-stream, ``--startup-kills`` while a run starts and
+        ``--drain-kills`` during the drain after SIGTERM, in a seeded random order."""
         args = self.args
-        while self.crashes < args.kills:
+        pending = (
+            ["mid-stream"] * args.kills
+            + ["start-up"] * args.startup_kills
+            + ["drain"] * args.drain_kills
+        )
+        self.rng.shuffle(pending)
+        while pending:
             proc = self._start(env, logs)
+            if pending[0] == "start-up":
+                if self._startup_kill(proc, feeder, offsets):
+                    pending.pop(0)
+                continue
             before = sum(offsets.committed().values())
             if not self._wait_ready(proc):
                 produced = feeder.snapshot()[0]
@@ -539,15 +554,66 @@ class ModeRun:
             if not proc.alive():
                 self._exited(proc, produced, done)
                 continue
+            kind = pending.pop(0)
+            if kind == "drain":
+                self._drain_kill(proc, feeder, offsets, uptime)
+                continue
             proc.kill()
             self.crashes += 1
             self._record(proc, "SIGKILL", done, produced, planned_uptime_s=round(uptime, 1))
             say(
                 self.mode,
-                f"kill {self.crashes}/{args.kills}: SIGKILL run #{proc.number} (pid {proc.pid}) "
+                f"kill {self.crashes}: SIGKILL run #{proc.number} (pid {proc.pid}) "
                 f"{time.monotonic() - proc.started:.1f} s after start; committed {done} of "
                 f"{produced} produced so far",
             )
+
+    def _startup_kill(self, proc: Incarnation, feeder: Feeder, offsets: GroupOffsets) -> bool:
+        """SIGKILL a run at a random moment of its start (loading models, joining the group,
+        its first batches); False when it exited by itself first."""
+        delay = self.rng.uniform(0.3, self.args.startup_window)
+        deadline = proc.started + delay
+        while proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        produced, done = feeder.snapshot()[0], sum(offsets.committed().values())
+        if not proc.alive():
+            self._exited(proc, produced, done)
+            return False
+        held = proc.ready()
+        proc.kill()
+        self.crashes += 1
+        self._record(proc, "SIGKILL in start-up", done, produced, planned_uptime_s=round(delay, 1))
+        say(
+            self.mode,
+            f"kill {self.crashes}: SIGKILL run #{proc.number} in its start-up, {delay:.1f} s "
+            f"after start ({'holding' if held else 'before it held'} partitions)",
+        )
+        return True
+
+    def _drain_kill(
+        self, proc: Incarnation, feeder: Feeder, offsets: GroupOffsets, uptime: float
+    ) -> None:
+        """SIGTERM a run mid-stream, then SIGKILL it at a random moment of its drain."""
+        proc.proc.send_signal(signal.SIGTERM)
+        delay = self.rng.uniform(0.05, self.args.drain_window)
+        code = proc.wait_exit(delay)
+        produced, done = feeder.snapshot()[0], sum(offsets.committed().values())
+        if code is not None:  # the drain finished first: a clean stop, not a crash
+            if code != 0:
+                self.problems.append(f"run #{proc.number} exited {code} after SIGTERM")
+            self._record(proc, f"SIGTERM, exit {code} before the kill", done, produced)
+            say(self.mode, f"run #{proc.number} drained within {delay:.2f} s of SIGTERM")
+            return
+        proc.kill()
+        self.crashes += 1
+        self._record(
+            proc, "SIGKILL in the drain", done, produced, planned_uptime_s=round(uptime, 1)
+        )
+        say(
+            self.mode,
+            f"kill {self.crashes}: SIGKILL run #{proc.number} {delay:.2f} s into its drain "
+            f"after SIGTERM; committed {done} of {produced} produced so far",
+        )
 
     def _final_phase(self, env: dict, logs: Path, feeder: Feeder, offsets: GroupOffsets) -> bool:
         args = self.args
@@ -649,6 +715,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=500,
         help="every n-th record is a tombstone (null value); 0: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--startup-kills",
+        type=int,
+        default=2,
+        help="further SIGKILLs per mode at a random moment of a run's start (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--drain-kills",
+        type=int,
+        default=2,
+        help="further SIGKILLs per mode during the drain that follows a SIGTERM (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--startup-window",
+        type=float,
+        default=10.0,
+        help="start-up kills land within this many seconds of the start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drain-window",
+        type=float,
+        default=1.0,
+        help="drain kills land within this many seconds of the SIGTERM (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument(
@@ -783,6 +875,14 @@ def summary_table(results: list[dict]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if min(args.startup_kills, args.drain_kills) < 0 or args.startup_window <= 0.3:
+        print(
+            "chaos: --startup-kills, --drain-kills >= 0; --startup-window > 0.3", file=sys.stderr
+        )
+        return 2
+    if args.drain_window <= 0.05:
+        print("chaos: --drain-window > 0.05", file=sys.stderr)
+        return 2
     if args.events < 1 or args.kills < 0 or not 0 <= args.preload <= 1:
         print("chaos: --events >= 1, --kills >= 0 and 0 <= --preload <= 1", file=sys.stderr)
         return 2
@@ -807,8 +907,9 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"{len(records)} input records: {kinds['transactions']} sparkov transactions, "
             f"{kinds['documents']} SROIE receipts, {kinds['malformed']} malformed, "
-            f"{kinds['tombstones']} tombstones; modes: {', '.join(modes)}; {args.kills} kills "
-            f"each; seed {args.seed}",
+            f"{kinds['tombstones']} tombstones; modes: {', '.join(modes)}; SIGKILLs each: "
+            f"{args.kills} mid-stream, {args.startup_kills} in start-up, {args.drain_kills} in "
+            f"the drain; seed {args.seed}",
             flush=True,
         )
         results = []
@@ -838,9 +939,10 @@ def main(args: argparse.Namespace) -> int:
             f"(largest gap {c['max_score_difference']:.2g}), "
             f"{c['flag_divergent_duplicates']} by is_anomaly"
         )
+        moments = ", ".join(f"{n} {end}" for end, n in sorted(r["crashes_by_moment"].items()))
         print(
-            f"  {r['kills_with_backlog']} of {r['crashes']} kills hit while input was "
-            "produced but not yet committed"
+            f"  kills: {moments}; {r['kills_with_backlog']} of {r['crashes']} hit while input "
+            "was produced but not yet committed"
         )
         for problem in r["problems"]:
             print(f"  problem: {problem}")
