@@ -123,11 +123,13 @@ def build_records(
         [e for path in RECEIPTS for e in open_source("sroie", path)] if documents_every else []
     )
     records: list[Record] = []
+    malformed = 0
     for n in range(1, count + 1):
         if tombstones_every and n % tombstones_every == 0:
             records.append(Record("transactions", f"chaos-tombstone-{n}".encode(), None, None))
         elif malformed_every and n % malformed_every == 0:
-            kind = MALFORMED_KINDS[(n // malformed_every) % len(MALFORMED_KINDS)]
+            kind = MALFORMED_KINDS[malformed % len(MALFORMED_KINDS)]  # each kind in turn
+            malformed += 1
             records.append(_malformed(n, kind, next(transactions)))
         elif documents_every and n % documents_every == 0:
             used = n // documents_every - 1
@@ -733,8 +735,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--startup-window",
         type=float,
-        default=10.0,
-        help="start-up kills land within this many seconds of the start (default: %(default)s)",
+        default=14.0,
+        help="start-up kills land within this many seconds of the start; a start takes about "
+        "10 s on 2 cores, so some land in the first batches (default: %(default)s)",
     )
     parser.add_argument(
         "--drain-window",

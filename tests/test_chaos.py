@@ -119,8 +119,21 @@ def test_mixed_records_carry_the_kinds_and_ids_the_checker_expects() -> None:
             assert decoded.reason is not None and decoded.reason.value == record.reason
         else:
             assert decoded.reason is None and decoded.event.event_id == record.expected_id
-    kinds = {r.reason for r in records if r.reason}
-    assert kinds == set(chaos.MALFORMED_KINDS)
+    kinds = Counter(r.reason for r in records if r.reason)
+    assert set(kinds) == set(chaos.MALFORMED_KINDS)
+
+
+def test_the_default_mix_has_every_malformed_kind_alike() -> None:
+    records = chaos.build_records(20_000, 100, 250, 500)
+    assert Counter(chaos._kind(r) for r in records) == {
+        "transactions": 19_760,
+        "documents": 160,
+        "malformed": 40,
+        "tombstones": 40,
+    }
+    assert Counter(r.reason for r in records if r.reason) == dict.fromkeys(
+        chaos.MALFORMED_KINDS, 10
+    )
 
 
 def test_reused_rows_get_a_round_suffix_and_every_id_is_unique() -> None:
