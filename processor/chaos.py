@@ -113,6 +113,13 @@ class Record:
     reason: str | None = None  # malformed: the dead-letter reason it must get
 
 
+def transaction_record(event: SourceEvent) -> Record:
+    """A valid transaction's input record, counted by its event id."""
+    return Record(
+        "transactions", event.key.encode(), encode_event(event.event), event.event["event_id"]
+    )
+
+
 def build_records(
     count: int, documents_every: int = 0, malformed_every: int = 0, tombstones_every: int = 0
 ) -> list[Record]:
@@ -139,12 +146,7 @@ def build_records(
                 Record("documents", doc.key.encode(), encode_event(event), event["event_id"])
             )
         else:
-            tx = next(transactions)
-            records.append(
-                Record(
-                    "transactions", tx.key.encode(), encode_event(tx.event), tx.event["event_id"]
-                )
-            )
+            records.append(transaction_record(next(transactions)))
     return records
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from processor.broker import EmbeddedBroker, ensure_topics, free_port
-from processor.chaos import Feeder, GroupOffsets
+from processor.chaos import Feeder, GroupOffsets, transaction_record
 from processor.checker import compare, read_outputs
 from processor.metrics import Health, Metrics, MetricsServer
 from processor.pipeline.service import TXN_GRACE_S, StreamProcessor
@@ -95,10 +95,10 @@ class Outage:
             self.bootstrap, self.topics, model_dir, group_id=group, **settings
         )
         self.events = list(islice(open_source("sparkov", SPARKOV_STREAM), EVENTS))
-        self.feeder = Feeder(self.bootstrap, self.topics.transactions)
-        self.offsets = GroupOffsets(self.bootstrap, group, self.topics.transactions, 3)
+        self.feeder = Feeder(self.bootstrap, {"transactions": self.topics.transactions})
+        self.offsets = GroupOffsets(self.bootstrap, group, [self.topics.transactions], 3)
         self.replica = Replica(self.settings, models)
-        self.feeder.start(self.events, rate=RATE)
+        self.feeder.start([transaction_record(e) for e in self.events], rate=RATE)
 
     def committed(self) -> int:
         return sum(self.offsets.committed().values())

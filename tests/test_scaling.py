@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from processor.broker import ensure_topics
-from processor.chaos import Feeder, GroupOffsets, Incarnation, processor_env
+from processor.chaos import (
+    Feeder,
+    GroupOffsets,
+    Incarnation,
+    processor_env,
+    transaction_record,
+)
 from processor.checker import compare, read_outputs
 from processor.sources import open_source
 from tests.conftest import SPARKOV_STREAM
@@ -55,13 +61,13 @@ def test_one_to_three_to_one_loses_and_repeats_nothing(
         ).start()
 
     events = list(islice(open_source("sparkov", SPARKOV_STREAM), EVENTS))
-    feeder = Feeder(broker, topics.transactions)
-    offsets = GroupOffsets(broker, group, topics.transactions, PARTITIONS)
+    feeder = Feeder(broker, {"transactions": topics.transactions})
+    offsets = GroupOffsets(broker, group, [topics.transactions], PARTITIONS)
     first = replica(1)
     extra: list[Incarnation] = []
     try:
         wait_for(first.ready, 90, "the first processor's partitions", [first])
-        feeder.start(events, rate=RATE)
+        feeder.start([transaction_record(e) for e in events], rate=RATE)
 
         extra = [replica(2), replica(3)]  # scale out: same group, the partitions spread
         wait_for(lambda: all(p.ready() for p in extra), 120, "partitions for 2 and 3", extra)
