@@ -39,7 +39,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from processor import checker
+from processor import brokercheck, checker
 from processor.broker import EmbeddedBroker, ensure_topics, free_port
 from processor.config import Topics
 from processor.replay import encode_event
@@ -390,6 +390,7 @@ class ModeRun:
     incarnations: list[dict] = field(default_factory=list)
     crashes: int = 0
     unexpected_exits: int = 0
+    broker_checks: brokercheck.TransactionChecks | None = None
 
     def run(self) -> dict:
         started = time.monotonic()
@@ -401,6 +402,11 @@ class ModeRun:
             bootstrap = broker.bootstrap_servers
             ensure_topics(bootstrap, topics.all(), args.partitions)
             say(self.mode, f"broker at {bootstrap}; topics with {args.partitions} partitions")
+            if self.mode == "exactly-once":
+                say(self.mode, "checking the broker's transactions (up to 25 s) ...")
+                self.broker_checks = brokercheck.check_transactions(bootstrap)
+                for problem in self.broker_checks.problems():
+                    say(self.mode, f"broker check failed: {problem}")
             feeder = Feeder(
                 bootstrap, {"transactions": topics.transactions, "documents": topics.documents}
             )
@@ -464,6 +470,7 @@ class ModeRun:
             "problems": self.problems,
             "check": result.as_dict(),
             "incarnations": self.incarnations,
+            "broker_transactions": self.broker_checks.as_dict() if self.broker_checks else None,
         }
 
     def _start(self, env: dict, logs: Path) -> Incarnation:
@@ -951,6 +958,16 @@ def main(args: argparse.Namespace) -> int:
         )
         for problem in r["problems"]:
             print(f"  problem: {problem}")
+        checks = r["broker_transactions"]
+        if checks is not None:
+            verdict = "passed" if checks["ok"] else "failed: " + "; ".join(checks["problems"])
+            print(f"  broker transaction checks {verdict}")
+            if not checks["ok"] and not r["ok"]:
+                print(
+                    "  with this broker, a kill between a transaction's first output and its "
+                    "commit leaves records that show up as duplicates or a partition that "
+                    "stalls (see the README's Known limitations)"
+                )
         if c["lost_ids"]:
             print(f"  lost (first {len(c['lost_ids'])}): {', '.join(c['lost_ids'])}")
     report = {

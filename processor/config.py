@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     transactional_id: str = Field(
         default="",
         description="exactly-once: the producer's transactional.id (default: "
-        "group id, host name and process id)",
+        "<group>-<host>-<slot>, the lowest slot no live process on this host holds, "
+        "so a restarted replica takes over its predecessor's id)",
     )
     transaction_timeout_s: float = Field(default=30.0, gt=0, le=900)
     model_dir: Path = Path("artifacts/model")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -23,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from processor.config import ConfigError, Settings
 from processor.errors import ProcessorError
 from processor.metrics import Health, Metrics
-from processor.pipeline import limits, records
+from processor.pipeline import limits, records, txn_id
 from processor.pipeline.decode import Decoded, decode
 from processor.pipeline.offsets import OffsetTracker
 from processor.pipeline.records import Origin
@@ -112,6 +110,7 @@ class StreamProcessor:
         self._rejected: set[tuple[str, int, int, int | None]] = set()
         self._last_message = time.monotonic()
         self.eos = settings.delivery == "exactly-once"
+        self._txn_slot: txn_id.SlotClaim | None = None
         self._group_metadata = None
         self._txn_call: tuple[str, float] | None = None  # (name, started) while one blocks
         self._txn_abandoned = False
@@ -185,13 +184,17 @@ class StreamProcessor:
         )
         self.health.model_loaded = True
 
-    @staticmethod
-    def _transactional(settings: Settings) -> dict:
+    def _transactional(self, settings: Settings) -> dict:
         if settings.delivery != "exactly-once":
             return {}
-        default = f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}"
+        if settings.transactional_id:
+            transactional_id = settings.transactional_id
+        else:  # stable across restarts, unique among the replicas on this host
+            self._txn_slot = txn_id.claim(settings.group_id)
+            transactional_id = self._txn_slot.transactional_id
+        log.info("exactly-once: transactional.id %s", transactional_id)
         return {
-            "transactional.id": settings.transactional_id or default,
+            "transactional.id": transactional_id,
             "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
             # After every broker was unreachable, librdkafka (2.16) re-bootstraps and drops the
             # cached coordinator; send_offsets_to_transaction then never returns, whatever its
@@ -296,6 +299,8 @@ class StreamProcessor:
             log.warning("stopping with unfinished records count=%d (not committed)", left)
         self._closing = True
         self.consumer.close()
+        if self._txn_slot is not None:  # a successor on this host may take the id now
+            self._txn_slot.release()
         self.stats.ended = time.time()
         self.health.assignment_held = False
         log.info("processor stopped stats=%s", json.dumps(self.stats.as_dict()))
