@@ -8,19 +8,26 @@ Two behaviours of Apache Kafka that a Kafka-compatible broker may lack:
   aborted by the broker after ``transaction.timeout.ms``, so the partitions it wrote to become
   readable again past it.
 
-Each check writes to a fresh topic of its own. Tansu 0.6 (the embedded
+Each check writes to a fresh topic of its own (``_finstream-check-*``, deleted afterwards).
+`processor check-broker` runs them against PROCESSOR_BOOTSTRAP_SERVERS (or a fresh embedded
+broker) and exits 1 when one fails. Tansu 0.6 (the embedded
 broker) fails both: see the README's Known limitations.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from processor.broker import ensure_topics
+from processor.broker import BrokerError, EmbeddedBroker, ensure_topics, free_port
 
 TIMEOUT_MS = 2000  # the abandoned transaction's transaction.timeout.ms
 
@@ -50,9 +57,10 @@ class TransactionChecks:
         return {**asdict(self), "ok": self.ok, "problems": self.problems()}
 
 
-def _producer(bootstrap: str, name: str) -> Producer:
+def _producer(bootstrap: str, name: str, extra: dict) -> Producer:
     producer = Producer(
         {
+            **extra,
             "bootstrap.servers": bootstrap,
             "transactional.id": f"finstream-check-{name}-{uuid.uuid4().hex[:8]}",
             "transaction.timeout.ms": TIMEOUT_MS,
@@ -63,9 +71,12 @@ def _producer(bootstrap: str, name: str) -> Producer:
     return producer
 
 
-def _read_committed(bootstrap: str, topic: str, expect: int, wait_s: float) -> list[bytes]:
+def _read_committed(
+    bootstrap: str, topic: str, expect: int, wait_s: float, extra: dict
+) -> list[bytes]:
     consumer = Consumer(
         {
+            **extra,
             "bootstrap.servers": bootstrap,
             "group.id": f"finstream-check-{uuid.uuid4().hex[:8]}",
             "isolation.level": "read_committed",
@@ -86,14 +97,28 @@ def _read_committed(bootstrap: str, topic: str, expect: int, wait_s: float) -> l
     return values
 
 
-def check_transactions(bootstrap: str) -> TransactionChecks:
+def check_transactions(bootstrap: str, extra: dict | None = None) -> TransactionChecks:
     """Run both checks against ``bootstrap`` (a few seconds; up to 25 s where a check fails)."""
+    extra = extra or {}
     run = uuid.uuid4().hex[:8]
     aborted_topic = f"_finstream-check-abort-{run}"
     abandoned_topic = f"_finstream-check-open-{run}"
-    ensure_topics(bootstrap, [aborted_topic, abandoned_topic], partitions=1)
+    ensure_topics(bootstrap, [aborted_topic, abandoned_topic], partitions=1, extra=extra)
+    try:
+        return _check(bootstrap, aborted_topic, abandoned_topic, extra)
+    finally:
+        admin = AdminClient({**extra, "bootstrap.servers": bootstrap})
+        for future in admin.delete_topics([aborted_topic, abandoned_topic]).values():
+            try:
+                future.result(15)
+            except KafkaException:
+                pass  # a broker that cannot delete topics keeps them
 
-    producer = _producer(bootstrap, "abort")
+
+def _check(
+    bootstrap: str, aborted_topic: str, abandoned_topic: str, extra: dict
+) -> TransactionChecks:
+    producer = _producer(bootstrap, "abort", extra)
     producer.begin_transaction()
     producer.produce(aborted_topic, b"aborted")
     producer.flush(15)
@@ -101,22 +126,71 @@ def check_transactions(bootstrap: str) -> TransactionChecks:
     producer.begin_transaction()
     producer.produce(aborted_topic, b"committed")
     producer.commit_transaction(15)
-    seen = _read_committed(bootstrap, aborted_topic, expect=2, wait_s=5)
+    seen = _read_committed(bootstrap, aborted_topic, 2, 5, extra)
     aborted_hidden = b"committed" in seen and b"aborted" not in seen
 
-    # The abandoned producer: its records are sent, then it is dropped without EndTxn, as a
-    # SIGKILL would leave it (librdkafka's destructor would otherwise abort it).
-    abandoned = _producer(bootstrap, "open")
+    # The abandoned transaction: its records are sent and it is never ended, as a SIGKILL
+    # leaves it; a second producer commits a record after it on the same partition.
+    abandoned = _producer(bootstrap, "open", extra)
     abandoned.begin_transaction()
     abandoned.produce(abandoned_topic, b"abandoned")
     abandoned.flush(15)
-    other = _producer(bootstrap, "after")
+    other = _producer(bootstrap, "after", extra)
     other.begin_transaction()
     other.produce(abandoned_topic, b"after")
     other.commit_transaction(15)
     # Apache Kafka looks for expired transactions every 10 s
     # (transaction.abort.timed.out.transaction.cleanup.interval.ms)
-    seen = _read_committed(bootstrap, abandoned_topic, expect=1, wait_s=TIMEOUT_MS / 1000 + 14)
+    seen = _read_committed(bootstrap, abandoned_topic, 1, TIMEOUT_MS / 1000 + 14, extra)
     abandoned_expire = b"after" in seen
     del abandoned  # kept open until here
     return TransactionChecks(aborted_hidden, abandoned_expire)
+
+
+# -- `processor check-broker` ---------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Check that a Kafka broker hides aborted transactions from read_committed readers and "
+        "aborts transactions whose producer died, which exactly-once delivery relies on. "
+        "Creates and deletes two topics named _finstream-check-*; takes up to 25 s. Exit "
+        "status: 0 both hold, 1 one fails, 2 the broker could not be used."
+    )
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("PROCESSOR_BOOTSTRAP_SERVERS", ""),
+        help="brokers to check (default: PROCESSOR_BOOTSTRAP_SERVERS; without it a fresh "
+        "embedded broker). Client settings such as security come from PROCESSOR_KAFKA",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        extra = json.loads(os.environ.get("PROCESSOR_KAFKA") or "{}")
+    except json.JSONDecodeError as exc:
+        print(f"error: PROCESSOR_KAFKA is not a JSON object: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.bootstrap:
+            checks, where = check_transactions(args.bootstrap, extra), args.bootstrap
+        else:
+            with EmbeddedBroker(free_port()) as broker:
+                where = f"the embedded broker (Tansu) at {broker.bootstrap_servers}"
+                checks = check_transactions(broker.bootstrap_servers, extra)
+    except (KafkaException, BrokerError) as exc:
+        print(
+            f"error: could not check {args.bootstrap or 'the embedded broker'}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"broker: {where}")
+    print(f"  aborted transactions hidden from read_committed: {_yes(checks.aborted_hidden)}")
+    print(f"  transactions of a dead producer aborted on timeout: {_yes(checks.abandoned_expire)}")
+    if not checks.ok:
+        print("exactly-once cannot hold on this broker when a processor dies mid-transaction")
+    return 0 if checks.ok else 1
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "NO"

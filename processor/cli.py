@@ -24,6 +24,7 @@ COMMANDS = {
     "chaos": ("processor.chaos", "crash harness: SIGKILL the processor mid-stream, count losses"),
     "bench": ("processor.bench", "model throughput per device (CPU and CUDA side by side)"),
     "broker": ("processor.cli", "start the embedded Kafka-compatible broker and the topics"),
+    "check-broker": ("processor.brokercheck", "check a broker's transactions for exactly-once"),
     "schemas": ("processor.cli", "write the JSON Schemas of every event and output"),
 }
 
