@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     test_batch_delay_ms: int = Field(
         default=0, ge=0, description="test hook: sleep this long per batch (a slow model)"
     )
+    test_commit_delay_ms: int = Field(
+        default=0,
+        ge=0,
+        description="test hook: exactly-once, sleep this long inside each transaction after "
+        "its outputs are acknowledged and before it commits",
+    )
     stats_file: Path | None = Field(default=None, description="write run counters here on exit")
 
     @classmethod

@@ -393,6 +393,8 @@ class StreamProcessor:
         timeout = self.settings.transaction_timeout_s
         try:
             self._txn("flush", self.producer.flush, timeout)  # delivery reports -> acks
+            if self.settings.test_commit_delay_ms:  # test hook: widen the window before commit
+                time.sleep(self.settings.test_commit_delay_ms / 1000)
             if self._txn_epoch != self._lost_epoch:
                 # the group took the partitions away while this transaction was open: its
                 # outputs must not become visible (the new owner writes them again)
