@@ -104,3 +104,73 @@ def test_one_to_three_to_one_loses_and_repeats_nothing(
     assert result.unexpected == 0
     assert result.duplicates == 0 and result.alert_duplicates == 0, result.duplicate_ids
     assert sum(s["enriched"] for s in stats) == EVENTS
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_a_replica_killed_in_the_middle_of_a_rebalance_loses_nothing(
+    broker: str, model_dir: Path, tmp_path: Path, mode: str
+) -> None:
+    """Two replicas join a working one; the first to get partitions is SIGKILLed the moment it
+    has them (the cooperative rebalance is still moving partitions) and replaced, as an
+    orchestrator would. Nothing may be lost. Exactly-once repeats nothing unless the kill
+    landed inside a transaction, and then on Tansu at most that one batch (see
+    tests/test_exactly_once.py); the replacement takes the killed replica's id slot."""
+    topics = fresh_topics()
+    ensure_topics(broker, topics.inputs(), partitions=PARTITIONS)
+    ensure_topics(broker, topics.outputs(), partitions=3)
+    group = f"test-rebalance-kill-{uuid.uuid4().hex[:8]}"
+    env = processor_env(broker, model_dir, group, mode)
+    env.update({f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+    env.update({"PROCESSOR_BATCH_SIZE": "16", "OMP_NUM_THREADS": "1"})
+
+    def replica(number: int) -> Incarnation:
+        return Incarnation(number, tmp_path / f"p{number}.log", env).start()
+
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), EVENTS))
+    feeder = Feeder(broker, {"transactions": topics.transactions})
+    offsets = GroupOffsets(broker, group, [topics.transactions], PARTITIONS)
+    procs = [replica(1)]
+    try:
+        wait_for(procs[0].ready, 90, "the first processor's partitions", procs)
+        feeder.start([transaction_record(e) for e in events], rate=RATE)
+        time.sleep(3)
+        joining = [replica(2), replica(3)]
+        procs += joining
+        deadline = time.monotonic() + 120
+        while not any(p.ready() for p in joining):  # the first assignment of a newcomer
+            assert time.monotonic() < deadline, "no newcomer got partitions"
+            time.sleep(0.05)
+        victim = next(p for p in joining if p.ready())
+        assert not feeder.done.is_set(), "the feed ended before the kill: nothing to test"
+        victim.kill()
+        procs.remove(victim)
+        procs.append(replica(4))  # the replacement
+        wait_for(lambda: all(p.ready() for p in procs), 120, "the replicas' partitions", procs)
+
+        feeder.done.wait(120)
+        assert feeder.error is None and not feeder.failed, feeder.failed[:5]
+
+        def all_committed() -> bool:
+            _, ends = feeder.snapshot()
+            committed = offsets.committed()
+            return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+        wait_for(all_committed, 180, "every offset to be committed", procs)
+        for proc in procs:
+            proc.proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait_exit(90) == 0, f"processor {proc.number}:\n{proc.tail()}"
+    finally:
+        offsets.close()
+        for proc in procs:
+            if proc.alive():
+                proc.kill()
+
+    result = compare([e.event["event_id"] for e in events], read_outputs(broker, topics))
+    assert result.losses == 0, result.lost_ids
+    assert result.unexpected == 0
+    if mode == "exactly-once":
+        assert result.duplicates <= 16, result.duplicate_ids  # one batch of the victim at most
+        logs = [(tmp_path / f"p{n}.log").read_text() for n in (victim.number, 4)]
+        slot = [log.split("transactional.id ")[1].split()[0] for log in logs]
+        assert slot[0] == slot[1], slot  # the replacement took over the victim's id
