@@ -9,6 +9,8 @@ import signal
 import sys
 import time
 
+from confluent_kafka import KafkaError, KafkaException
+
 from processor import __version__
 from processor.errors import ProcessorError
 from processor.logs import setup_logging
@@ -87,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ProcessorError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:
+        err = exc.args[0]
+        if err.code() != KafkaError._INVALID_ARG:
+            raise
+        print(
+            f"error: a Kafka client setting was refused: {err.str()}. Check PROCESSOR_KAFKA, "
+            "PROCESSOR_CONSUMER_KAFKA and PROCESSOR_PRODUCER_KAFKA against librdkafka's "
+            "CONFIGURATION.md (github.com/confluentinc/librdkafka)",
+            file=sys.stderr,
+        )
         return 2
 
 

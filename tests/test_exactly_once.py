@@ -201,3 +201,55 @@ def test_a_kill_inside_a_transaction_costs_no_loss_no_stall_and_at_most_one_batc
     # was written): the kill landed inside the transaction, and the broker shows what Apache
     # Kafka would abort and hide (0 there). Seeing 0 here means the embedded broker changed.
     assert 0 < duplicated <= 32, duplicated
+
+
+def test_two_replicas_with_one_transactional_id_stop_the_fenced_one_with_the_fix(
+    broker: str, model_dir: Path, tmp_path: Path
+) -> None:
+    topics = fresh_topics()
+    ensure_topics(broker, topics.all(), partitions=3)
+    events = list(islice(open_source("sparkov", SPARKOV_STREAM), 3000))
+    env = {
+        **os.environ,
+        "PROCESSOR_BOOTSTRAP_SERVERS": broker,
+        "PROCESSOR_GROUP_ID": f"test-eos-fenced-{os.getpid()}",
+        "PROCESSOR_MODEL_DIR": str(model_dir),
+        "PROCESSOR_METRICS_PORT": "0",
+        "PROCESSOR_DELIVERY": "exactly-once",
+        "PROCESSOR_TRANSACTIONAL_ID": "one-id-for-two",
+        "PROCESSOR_BATCH_SIZE": "16",
+        "PROCESSOR_TEST_BATCH_DELAY_MS": "20",
+        "PROCESSOR_EMBEDDING_ENCODING": "none",
+        "PROCESSOR_CONSUMER_KAFKA": '{"session.timeout.ms": 6000}',
+        **{f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+    }
+
+    def start(number: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "processor", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / f"run-{number}.log").open("w"),
+        )
+
+    replay(events, topics.transactions, {"bootstrap.servers": broker}, progress=False)
+    first = start(1)
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while committed_total(broker, env["PROCESSOR_GROUP_ID"], topics.transactions) < 50:
+            assert time.monotonic() < deadline and first.poll() is None, "no progress"
+            time.sleep(0.2)
+        second = start(2)  # its init_transactions fences the first
+        assert first.wait(timeout=90) == 2
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    log = (tmp_path / "run-1.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("error: another producer took over"), log[-3000:]
+    assert "PROCESSOR_TRANSACTIONAL_ID" in last and "one-id-for-two" in last
+    assert "Traceback" not in log, log[-3000:]

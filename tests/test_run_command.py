@@ -150,6 +150,21 @@ def test_invalid_settings_name_the_variable() -> None:
 
 
 @pytest.mark.broker
+def test_an_unknown_client_property_names_the_settings_without_a_traceback(
+    broker: str, model_dir: Path
+) -> None:
+    done = run_command(
+        PROCESSOR_BOOTSTRAP_SERVERS=broker,
+        PROCESSOR_MODEL_DIR=str(model_dir),
+        PROCESSOR_METRICS_PORT="0",
+        PROCESSOR_PRODUCER_KAFKA='{"bogus.setting": 1}',
+    )
+    assert done.returncode == 2
+    assert 'No such configuration property: "bogus.setting"' in done.stderr
+    assert "PROCESSOR_PRODUCER_KAFKA" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.broker
 def test_sigterm_to_the_broker_command_stops_tansu_too() -> None:
     from processor.broker import port_open
 

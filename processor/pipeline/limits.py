@@ -25,10 +25,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from processor.config import ConfigError, Settings
+from processor.logs import ClientLog
 from processor.pipeline import records
 from schemas import DeadLetterReason
 from schemas.outputs import DeadLetterV1, SourceRef
@@ -102,7 +103,7 @@ def read_topic_limits(
 ) -> dict[str, int]:
     """Each topic's ``max.message.bytes`` as the broker reports it; topics it does not report
     (missing, not authorised, not set on a broker that reports only what was set) are left out."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **client_conf})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": ClientLog(), **client_conf})
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in dict.fromkeys(topics)]
     found: dict[str, int] = {}
     try:
@@ -110,11 +111,14 @@ def read_topic_limits(
     except KafkaException as exc:
         log.warning("cannot read the output topics' size limits error=%r", str(exc))
         return found
+    unanswered = []
     for resource, future in futures.items():
         try:
             entry = future.result(timeout=timeout).get("max.message.bytes")
         except Exception as exc:  # a missing topic or a refused call: the producer limit holds
             log.info("no size limit read topic=%s error=%r", resource.name, str(exc))
+            if _no_answer(exc):  # not a refusal: the broker was not reached
+                unanswered.append(resource.name)
             continue
         if entry is not None and entry.value is not None:
             try:
@@ -123,7 +127,22 @@ def read_topic_limits(
                 log.warning(
                     "size limit is not a number topic=%s value=%r", resource.name, entry.value
                 )
+    if unanswered:
+        log.warning(
+            "Kafka at %s did not answer for the size limits of %s within %.0f s: outputs are "
+            "checked against the producer's message.max.bytes only, until a restart",
+            bootstrap,
+            ", ".join(unanswered),
+            timeout,
+        )
     return found
+
+
+def _no_answer(exc: Exception) -> bool:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+    return not str(exc)  # librdkafka gave up without a word: a timeout
 
 
 def output_topics(settings: Settings) -> list[str]:

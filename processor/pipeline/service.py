@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from processor.config import ConfigError, Settings
 from processor.errors import ProcessorError
+from processor.logs import ClientLog
 from processor.metrics import Health, Metrics
 from processor.pipeline import limits, records, txn_id
 from processor.pipeline.decode import Decoded, decode
@@ -105,12 +106,14 @@ class StreamProcessor:
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
         self._fatal: str | None = None
+        self._fatal_consequence = False
         self._paused = False
         self._closing = False
         self._rejected: set[tuple[str, int, int, int | None]] = set()
         self._last_message = time.monotonic()
         self.eos = settings.delivery == "exactly-once"
         self._txn_slot: txn_id.SlotClaim | None = None
+        self._transactional_id = ""
         self._group_metadata = None
         self._txn_call: tuple[str, float] | None = None  # (name, started) while one blocks
         self._txn_abandoned = False
@@ -123,7 +126,7 @@ class StreamProcessor:
         common = {
             "bootstrap.servers": bootstrap,
             "error_cb": self._on_kafka_error,
-            "logger": logging.getLogger("processor.kafka"),
+            "logger": ClientLog(self._on_client_fatal),
         }
         self.limits = limits.plan(
             settings,
@@ -193,6 +196,7 @@ class StreamProcessor:
             self._txn_slot = txn_id.claim(settings.group_id)
             transactional_id = self._txn_slot.transactional_id
         log.info("exactly-once: transactional.id %s", transactional_id)
+        self._transactional_id = transactional_id
         return {
             "transactional.id": transactional_id,
             "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
@@ -248,16 +252,39 @@ class StreamProcessor:
                     if drained and idle and self.settings.stop_when_drained:
                         log.info("input drained; stopping")
                         break
+        except FatalError as exc:
+            if self._fatal is None:  # raised directly (a consumer error)
+                self._fail(str(exc))
+        except KafkaException as exc:  # a client's fatal error, raised by its poll
+            self._fail(self._fatal_message(exc.args[0]))
         finally:
             self._shutdown()
-        if self._fatal is not None:  # recorded during the drain: still not a clean stop
+        # the drain serves the error callback, which may name the cause of what stopped us
+        if self._fatal is not None:
             raise FatalError(self._fatal)
         return self.stats
 
-    def _fail(self, message: str) -> None:
-        """Record why the processor must stop; the first cause is the one reported."""
-        if self._fatal is None:
+    def _producer_call(self, call, timeout: float) -> None:
+        """poll or flush during the drain; a fatal producer error is recorded, not raised."""
+        try:
+            call(timeout)
+        except KafkaException as exc:
+            self._fail(self._fatal_message(exc.args[0]))
+        except SystemError as exc:  # see _txn
+            self._fail(f"the producer failed ({exc})", consequence=True)
+
+    def _fail(self, message: str, consequence: bool = False) -> None:
+        """Record why the processor must stop; the first cause is the one reported, except
+        that a cause replaces a ``consequence`` (records purged after a fatal producer error
+        are reported before the error itself)."""
+        if self._fatal is None or (self._fatal_consequence and not consequence):
             self._fatal = message
+            self._fatal_consequence = consequence
+
+    @property
+    def failed(self) -> bool:
+        """A cause to stop is recorded (the worker's errors after it are its consequences)."""
+        return self._fatal is not None
 
     def _check_failures(self) -> None:
         call = self._txn_call
@@ -275,7 +302,8 @@ class StreamProcessor:
         if self._fatal is not None:
             raise FatalError(self._fatal)
         if self.worker.error is not None:
-            raise FatalError(f"inference worker died: {self.worker.error!r}")
+            self._fail(f"inference worker died: {self.worker.error!r}")
+            raise FatalError(self._fatal)
 
     def _shutdown(self) -> None:
         log.info("draining in-flight work budget_s=%.0f", self.settings.shutdown_timeout_s)
@@ -287,11 +315,11 @@ class StreamProcessor:
             if self.worker.error is not None:
                 break
             self.consumer.poll(0.05)
-            self.producer.poll(0.05)
+            self._producer_call(self.producer.poll, 0.05)
         self.worker.stop()
         # after a fatal error the worker may be stuck in a call that never returns
         self.worker.join(timeout=1.0 if self._fatal else max(1.0, deadline - time.monotonic()))
-        self.producer.flush(max(1.0, deadline - time.monotonic()))
+        self._producer_call(self.producer.flush, max(1.0, deadline - time.monotonic()))
         if self._fatal is None:
             self.commit()
         left = self.tracker.in_flight()
@@ -423,6 +451,11 @@ class StreamProcessor:
         self._txn_call = (name, time.monotonic())
         try:
             result = call(*args)
+        except SystemError as exc:
+            # confluent-kafka 2.16 returns NULL without an exception from a producer that had a
+            # fatal error; the error callback reports the cause
+            self._fail(f"the producer failed in {name} ({exc})", consequence=True)
+            raise _TransactionAbandoned(name) from None
         finally:
             self._txn_call = None
         if self._txn_abandoned:  # the watchdog gave up on this transaction: never commit it
@@ -440,10 +473,14 @@ class StreamProcessor:
         # Rewinding every partition under a running consumer is not built: stop, and let the
         # restart resume from the last committed transaction (nothing of this one is visible).
         # The cause is recorded first, so that no other transaction begins meanwhile.
-        self._fail(
-            f"transaction aborted ({exc.args[0].str()}); restart to resume from the last "
-            "committed transaction"
-        )
+        err = exc.args[0]
+        if err.fatal() or err.code() in FENCED:
+            self._fail(self._fatal_message(err))
+        else:
+            self._fail(
+                f"transaction aborted ({err.str()}); restart to resume from the last "
+                "committed transaction"
+            )
         self.metrics.commit_failures.inc()
         self._abort_transaction()
 
@@ -536,6 +573,9 @@ class StreamProcessor:
                     self.metrics.latency.labels(kind).observe(max(latency, 0.0))
             return
         self.metrics.delivery_failures.labels(topic).inc()
+        if err.code() == KafkaError._PURGE_QUEUE:  # the producer failed; its error says why
+            self._fail(f"outputs to {topic} were purged ({err.str()})", consequence=True)
+            return  # one line per purged record would bury that error
         log.error(
             "delivery failed topic=%s source_offset=%d error=%r", topic, origin.offset, err.str()
         )
@@ -689,15 +729,38 @@ class StreamProcessor:
         if self.eos:
             self._group_metadata = consumer.consumer_group_metadata()
 
+    def _fatal_message(self, err: KafkaError) -> str:
+        return self._fatal_text(err.str(), err.code() in FENCED)
+
+    def _on_client_fatal(self, text: str) -> None:
+        self._fail(self._fatal_text(text))
+
+    def _fatal_text(self, text: str, fenced: bool = False) -> str:
+        # a fatal error can arrive as _FATAL (or only as a log line); its text names the cause
+        if self.eos and (fenced or "fenced" in text.lower()):
+            return (
+                f"another producer took over this processor's transactional.id "
+                f"{self._transactional_id!r} ({text}): two replicas run with the same id. "
+                "Give each replica its own PROCESSOR_TRANSACTIONAL_ID, or leave it unset so "
+                "that each takes a free <group>-<host>-<slot> id; restarting this one as it is "
+                "would fence the other in turn"
+            )
+        return f"fatal Kafka error: {text}"
+
     def _on_kafka_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             if self.health.broker_reachable:
                 log.warning("broker unreachable error=%r", err.str())
             self.health.broker_reachable = False
         elif err.fatal():
-            self._fail(f"fatal Kafka error: {err.str()}")
+            self._fail(self._fatal_message(err))
         else:
             log.warning("kafka error error=%r", err.str())
+
+
+FENCED = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
 
 
 def _undeliverable(topic: str, err: KafkaError) -> str:

@@ -143,7 +143,10 @@ class InferenceWorker(threading.Thread):
                     self._busy.clear()
             self.sink.idle_tick()  # a last chance for offsets resolved without a batch
         except BaseException as exc:  # the service sees this and stops
-            log.exception("inference worker died")
+            if getattr(self.sink, "failed", False):  # a consequence of the recorded cause
+                log.warning("inference worker stopped after the failure error=%r", exc)
+            else:
+                log.exception("inference worker died")
             self.error = exc
 
     def _next_batch(self) -> list[WorkItem]:
