@@ -391,6 +391,7 @@ class ModeRun:
     crashes: int = 0
     unexpected_exits: int = 0
     broker_checks: brokercheck.TransactionChecks | None = None
+    offsets: GroupOffsets | None = None
 
     def run(self) -> dict:
         started = time.monotonic()
@@ -424,6 +425,7 @@ class ModeRun:
             offsets = GroupOffsets(
                 bootstrap, group, [topics.transactions, topics.documents], args.partitions
             )
+            self.offsets = offsets
             env = processor_env(bootstrap, self.model_dir, group, self.mode)
             try:
                 self._kill_phase(env, logs, feeder, offsets)
@@ -497,6 +499,12 @@ class ModeRun:
                 "uptime_s": round(time.monotonic() - proc.started, 1),
                 "committed_at_end": committed,
                 "produced_at_end": produced,
+                # the group's offsets as last read (what ``committed`` was summed from)
+                "committed_by_partition": {
+                    f"{t}[{p}]": o for (t, p), o in sorted(self.offsets.last.items())
+                }
+                if self.offsets is not None
+                else {},
                 "log": str(proc.log_path),
                 **extra,
             }
@@ -867,6 +875,27 @@ def train_model(workdir: Path) -> Path:
     return out
 
 
+def _describe_span(span: dict, incarnations: list[dict]) -> str:
+    """A block of repeated ids and the kill it follows: the latest run that ended with the
+    group's offset of that partition at or below the block's first offset."""
+    tp = f"{span['topic']}[{span['partition']}]"
+    text = f"{tp} offsets {span['first']}-{span['last']} ({span['ids']} ids)"
+    before = [
+        i
+        for i in incarnations
+        if i["end"].startswith("SIGKILL")
+        and i.get("committed_by_partition", {}).get(tp, -1) <= span["first"]
+        and tp in i.get("committed_by_partition", {})
+    ]
+    if before:
+        last = max(before, key=lambda i: i["committed_by_partition"][tp])
+        text += (
+            f", after run #{last['number']} ({last['end']}) left that partition committed at "
+            f"{last['committed_by_partition'][tp]}"
+        )
+    return text
+
+
 def summary_table(results: list[dict]) -> str:
     head = (
         f"{'mode':<15}{'events sent':>12}{'crashes':>9}{'losses':>8}{'duplicates':>12}"
@@ -975,6 +1004,8 @@ def main(args: argparse.Namespace) -> int:
                 )
         if c["lost_ids"]:
             print(f"  lost (first {len(c['lost_ids'])}): {', '.join(c['lost_ids'])}")
+        for span in c["duplicate_spans"][:12]:
+            print(f"  repeated: {_describe_span(span, r['incarnations'])}")
     report = {
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "seed": args.seed,

@@ -56,6 +56,7 @@ class CheckResult:
     max_score_difference: float = 0.0  # largest score gap between copies of one event
     lost_ids: list[str] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
+    duplicate_spans: list[dict] = field(default_factory=list)  # see duplicate_spans()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +109,26 @@ class Outputs:
     divergent: set[str] = field(default_factory=set)
     flag_divergent: set[str] = field(default_factory=set)
     max_score_difference: float = 0.0
+    sources: dict[str, set[tuple[str, int, int]]] = field(default_factory=dict)  # id -> inputs
+
+    def note_source(self, event_id: str, record: dict) -> None:
+        source = record.get("source") or {}
+        if "topic" in source:
+            where = (str(source["topic"]), int(source["partition"]), int(source["offset"]))
+            self.sources.setdefault(event_id, set()).add(where)
+
+
+def duplicate_spans(repeated: Iterable[str], out: Outputs) -> list[dict]:
+    """Where the repeated ids came from: per input partition, the lowest and highest offset
+    and how many. A kill inside a transaction repeats one batch: a block per partition."""
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for event_id in repeated:
+        for topic, partition, offset in out.sources.get(event_id, ()):
+            offsets.setdefault((topic, partition), []).append(offset)
+    return [
+        {"topic": t, "partition": p, "first": min(o), "last": max(o), "ids": len(o)}
+        for (t, p), o in sorted(offsets.items())
+    ]
 
 
 def read_outputs(bootstrap: str, topics: Topics, timeout: float = 120.0) -> Outputs:
@@ -117,6 +138,7 @@ def read_outputs(bootstrap: str, topics: Topics, timeout: float = 120.0) -> Outp
     for record in read_topic(bootstrap, topics.transactions_enriched, timeout=timeout):
         enriched = json.loads(record.value)
         event_id = enriched["event_id"]
+        out.note_source(event_id, enriched)
         out.ids[event_id] += 1
         out.enriched += 1
         anomaly = enriched.get("anomaly") or {}
@@ -129,13 +151,17 @@ def read_outputs(bootstrap: str, topics: Topics, timeout: float = 120.0) -> Outp
         if flag != first_flag:
             out.flag_divergent.add(event_id)
     for record in read_topic(bootstrap, topics.documents_enriched, timeout=timeout):
-        out.ids[json.loads(record.value)["event_id"]] += 1
+        document = json.loads(record.value)
+        out.note_source(document["event_id"], document)
+        out.ids[document["event_id"]] += 1
         out.enriched += 1
     for record in read_topic(bootstrap, topics.dead_letters, timeout=timeout):
         event_id = dead_letter_id(record.value)
         out.ids[event_id] += 1
         out.dead += 1
-        reason = str(json.loads(record.value).get("reason"))
+        letter = json.loads(record.value)
+        out.note_source(event_id, letter)
+        reason = str(letter.get("reason"))
         out.dead_reasons.setdefault(event_id, set()).add(reason)
         out.dead_by_reason[reason] += 1
     for record in read_topic(bootstrap, topics.alerts, timeout=timeout):
@@ -176,6 +202,7 @@ def compare(
         max_score_difference=out.max_score_difference,
         lost_ids=lost[:SAMPLE],
         duplicate_ids=repeated[:SAMPLE],
+        duplicate_spans=duplicate_spans(repeated, out),
     )
 
 

@@ -142,3 +142,26 @@ def test_reused_rows_get_a_round_suffix_and_every_id_is_unique() -> None:
     assert len(set(ids)) == len(ids) == 12_500
     assert sum(i.endswith("-r1") for i in ids) > 1000  # the overlap and the second pass
     assert not ids[0].endswith("-r1")
+
+
+def test_repeated_ids_are_placed_by_input_partition_and_follow_the_kill_before_them() -> None:
+    out = checker.Outputs()
+    for n, offset in enumerate([10, 11, 13, 40]):
+        record = {"source": {"topic": "tx", "partition": 1, "offset": offset}}
+        out.note_source(f"id-{n}", record)
+        out.note_source(f"id-{n}", record)  # the copy: same input
+    out.note_source("id-9", {"source": {"topic": "tx", "partition": 0, "offset": 5}})
+    spans = checker.duplicate_spans(["id-0", "id-1", "id-2", "id-9"], out)
+    assert spans == [
+        {"topic": "tx", "partition": 0, "first": 5, "last": 5, "ids": 1},
+        {"topic": "tx", "partition": 1, "first": 10, "last": 13, "ids": 3},
+    ]
+    runs = [
+        {"number": 1, "end": "SIGKILL", "committed_by_partition": {"tx[1]": 4}},
+        {"number": 2, "end": "SIGKILL in start-up", "committed_by_partition": {"tx[1]": 10}},
+        {"number": 3, "end": "SIGKILL", "committed_by_partition": {"tx[1]": 30}},
+        {"number": 4, "end": "SIGTERM, exit 0", "committed_by_partition": {"tx[1]": 10}},
+    ]
+    text = chaos._describe_span(spans[1], runs)
+    assert text.startswith("tx[1] offsets 10-13 (3 ids)")
+    assert "after run #2 (SIGKILL in start-up) left that partition committed at 10" in text
