@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from processor.broker import BrokerError, EmbeddedBroker, ensure_topics, free_port
+from processor.logs import ClientLog
 
 TIMEOUT_MS = 2000  # the abandoned transaction's transaction.timeout.ms
 
@@ -171,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: PROCESSOR_KAFKA is not a JSON object: {exc}", file=sys.stderr)
         return 2
+    extra = {"logger": ClientLog(), **extra}  # librdkafka's lines, repeats counted
     try:
         if args.bootstrap:
             checks, where = check_transactions(args.bootstrap, extra), args.bootstrap
@@ -178,7 +180,16 @@ def main(args: argparse.Namespace) -> int:
             with EmbeddedBroker(free_port()) as broker:
                 where = f"the embedded broker (Tansu) at {broker.bootstrap_servers}"
                 checks = check_transactions(broker.bootstrap_servers, extra)
-    except (KafkaException, BrokerError) as exc:
+    except BrokerError as exc:
+        if not args.bootstrap:
+            raise
+        print(
+            f"error: could not check {args.bootstrap}: {str(exc).split('. Start one')[0]}. "
+            "Check the address (--bootstrap or PROCESSOR_BOOTSTRAP_SERVERS) and PROCESSOR_KAFKA",
+            file=sys.stderr,
+        )
+        return 2
+    except KafkaException as exc:
         print(
             f"error: could not check {args.bootstrap or 'the embedded broker'}: {exc}",
             file=sys.stderr,

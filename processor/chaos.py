@@ -997,10 +997,11 @@ def main(args: argparse.Namespace) -> int:
             print(f"  broker transaction checks {verdict}")
             if not checks["ok"]:
                 print(
-                    "  on this broker a kill between a transaction's first output and its "
-                    "commit repeats that batch (the successor takes over the transactional.id) "
-                    "or stalls its partitions (it does not): a pass means no kill landed there "
-                    "(see the README's Known limitations)"
+                    "  so a kill that lands after a transaction's first output and before its "
+                    "commit makes that batch come out twice (the restarted processor reuses "
+                    "the transactional.id, the default) or stalls those partitions (it does "
+                    "not); a pass only means that no kill landed there (README: Known "
+                    "limitations)"
                 )
         if c["lost_ids"]:
             print(f"  lost (first {len(c['lost_ids'])}): {', '.join(c['lost_ids'])}")
