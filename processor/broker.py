@@ -130,8 +130,9 @@ def ensure_topics(
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise BrokerError(
-            f"cannot reach Kafka at {bootstrap}: {exc}. Start one with `processor broker` "
-            "or set PROCESSOR_BOOTSTRAP_SERVERS"
+            f"cannot reach Kafka at {bootstrap}: {exc}. Check the address "
+            "(PROCESSOR_BOOTSTRAP_SERVERS, or --bootstrap where a command takes it) and "
+            "PROCESSOR_KAFKA, or start a broker with `processor broker`"
         ) from None
     missing = [t for t in topics if t not in existing]
     if not missing:

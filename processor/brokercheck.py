@@ -180,16 +180,7 @@ def main(args: argparse.Namespace) -> int:
             with EmbeddedBroker(free_port()) as broker:
                 where = f"the embedded broker (Tansu) at {broker.bootstrap_servers}"
                 checks = check_transactions(broker.bootstrap_servers, extra)
-    except BrokerError as exc:
-        if not args.bootstrap:
-            raise
-        print(
-            f"error: could not check {args.bootstrap}: {str(exc).split('. Start one')[0]}. "
-            "Check the address (--bootstrap or PROCESSOR_BOOTSTRAP_SERVERS) and PROCESSOR_KAFKA",
-            file=sys.stderr,
-        )
-        return 2
-    except KafkaException as exc:
+    except (BrokerError, KafkaException) as exc:
         print(
             f"error: could not check {args.bootstrap or 'the embedded broker'}: {exc}",
             file=sys.stderr,

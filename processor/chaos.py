@@ -502,9 +502,7 @@ class ModeRun:
                 # the group's offsets as last read (what ``committed`` was summed from)
                 "committed_by_partition": {
                     f"{t}[{p}]": o for (t, p), o in sorted(self.offsets.last.items())
-                }
-                if self.offsets is not None
-                else {},
+                },
                 "log": str(proc.log_path),
                 **extra,
             }
@@ -881,17 +879,16 @@ def _describe_span(span: dict, incarnations: list[dict]) -> str:
     tp = f"{span['topic']}[{span['partition']}]"
     text = f"{tp} offsets {span['first']}-{span['last']} ({span['ids']} ids)"
     before = [
-        i
+        (i["committed_by_partition"][tp], i)
         for i in incarnations
         if i["end"].startswith("SIGKILL")
-        and i.get("committed_by_partition", {}).get(tp, -1) <= span["first"]
-        and tp in i.get("committed_by_partition", {})
+        and i["committed_by_partition"].get(tp, span["first"] + 1) <= span["first"]
     ]
     if before:
-        last = max(before, key=lambda i: i["committed_by_partition"][tp])
+        committed, last = max(before, key=lambda pair: pair[0])
         text += (
             f", after run #{last['number']} ({last['end']}) left that partition committed at "
-            f"{last['committed_by_partition'][tp]}"
+            f"{committed}"
         )
     return text
 

@@ -8,6 +8,7 @@ import json
 import signal
 import time
 import uuid
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -42,17 +43,30 @@ def wait_for(condition, timeout: float, what: str, procs: list[Incarnation]) -> 
         time.sleep(0.25)
 
 
+def fresh_group(broker: str, model_dir: Path, mode: str, prefix: str):
+    """New topics (6 input partitions), a new group and the processors' environment."""
+    topics = fresh_topics()
+    ensure_topics(broker, topics.inputs(), partitions=PARTITIONS)
+    ensure_topics(broker, topics.outputs(), partitions=3)
+    group = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    env = processor_env(broker, model_dir, group, mode)
+    env.update({f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+    env.update({"PROCESSOR_BATCH_SIZE": "16", "OMP_NUM_THREADS": "1"})
+    return topics, group, env
+
+
+def everything_committed(feeder: Feeder, offsets: GroupOffsets) -> bool:
+    """The group's offset of every partition has reached what the feeder produced there."""
+    _, ends = feeder.snapshot()
+    committed = offsets.committed()
+    return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+
 @pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
 def test_one_to_three_to_one_loses_and_repeats_nothing(
     broker: str, model_dir: Path, tmp_path: Path, mode: str
 ) -> None:
-    topics = fresh_topics()
-    ensure_topics(broker, topics.inputs(), partitions=PARTITIONS)
-    ensure_topics(broker, topics.outputs(), partitions=3)
-    group = f"test-scale-{uuid.uuid4().hex[:8]}"
-    env = processor_env(broker, model_dir, group, mode)
-    env.update({f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
-    env.update({"PROCESSOR_BATCH_SIZE": "16", "OMP_NUM_THREADS": "1"})
+    topics, group, env = fresh_group(broker, model_dir, mode, "test-scale")
 
     def replica(number: int) -> Incarnation:
         stats = tmp_path / f"stats-{number}.json"
@@ -81,12 +95,7 @@ def test_one_to_three_to_one_loses_and_repeats_nothing(
 
         feeder.done.wait(120)
         assert feeder.error is None and not feeder.failed, feeder.failed[:5]
-
-        def all_committed() -> bool:
-            _, ends = feeder.snapshot()
-            committed = offsets.committed()
-            return all(committed.get(p, 0) >= end for p, end in ends.items())
-
+        all_committed = partial(everything_committed, feeder, offsets)
         wait_for(all_committed, 180, "the last replica to commit every offset", [first])
         first.proc.send_signal(signal.SIGTERM)
         assert first.wait_exit(90) == 0, first.tail()
@@ -115,13 +124,7 @@ def test_a_replica_killed_in_the_middle_of_a_rebalance_loses_nothing(
     orchestrator would. Nothing may be lost. Exactly-once repeats nothing unless the kill
     landed inside a transaction, and then on Tansu at most that one batch (see
     tests/test_exactly_once.py); the replacement takes the killed replica's id slot."""
-    topics = fresh_topics()
-    ensure_topics(broker, topics.inputs(), partitions=PARTITIONS)
-    ensure_topics(broker, topics.outputs(), partitions=3)
-    group = f"test-rebalance-kill-{uuid.uuid4().hex[:8]}"
-    env = processor_env(broker, model_dir, group, mode)
-    env.update({f"PROCESSOR_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
-    env.update({"PROCESSOR_BATCH_SIZE": "16", "OMP_NUM_THREADS": "1"})
+    topics, group, env = fresh_group(broker, model_dir, mode, "test-rebalance-kill")
 
     def replica(number: int) -> Incarnation:
         return Incarnation(number, tmp_path / f"p{number}.log", env).start()
@@ -149,12 +152,7 @@ def test_a_replica_killed_in_the_middle_of_a_rebalance_loses_nothing(
 
         feeder.done.wait(120)
         assert feeder.error is None and not feeder.failed, feeder.failed[:5]
-
-        def all_committed() -> bool:
-            _, ends = feeder.snapshot()
-            committed = offsets.committed()
-            return all(committed.get(p, 0) >= end for p, end in ends.items())
-
+        all_committed = partial(everything_committed, feeder, offsets)
         wait_for(all_committed, 180, "every offset to be committed", procs)
         for proc in procs:
             proc.proc.send_signal(signal.SIGTERM)
